@@ -1,0 +1,76 @@
+"""Atomic writes and Parquet I/O with provenance metadata.
+
+Every output is written to a temporary file in the same directory and renamed into place, so a crash never leaves
+a partial output. Parquet files carry a JSON provenance blob under the ``modalrec`` key of the file metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"modalrec"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_parquet(path: str | Path, table: pa.Table, meta: dict[str, Any] | None = None,
+                  compression: str = "zstd") -> None:
+    """Write ``table`` atomically, recording ``meta`` (JSON) under the ``modalrec`` metadata key."""
+    if meta is not None:
+        existing = dict(table.schema.metadata or {})
+        existing[META_KEY] = json.dumps(meta, default=_json_default).encode()
+        table = table.replace_schema_metadata(existing)
+    with atomic_path(path, suffix=".parquet.tmp") as tmp:
+        pq.write_table(table, tmp, compression=compression)
+
+
+def read_parquet_meta(path: str | Path) -> dict[str, Any]:
+    """The ``modalrec`` provenance blob of a Parquet file (empty dict if none)."""
+    md = pq.read_schema(path).metadata or {}
+    raw = md.get(META_KEY)
+    return json.loads(raw) if raw else {}
