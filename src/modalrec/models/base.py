@@ -1,0 +1,108 @@
+"""The model contract and registry.
+
+A model is an ``nn.Module`` with a training loss, scores over all items for a batch of histories, and its item
+representations. Models register by name with a ``Config`` dataclass; their defaults live in params.yaml under
+``models.<name>``. A model never reads files: everything it needs comes through :class:`ModelContext`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ParamError
+
+
+@dataclass
+class Batch:
+    """A training batch. Histories are left-padded with 0; ``targets[b, t]`` is the item after ``input_ids[b, :t+1]``."""
+
+    input_ids: Tensor  # [B, L] long
+    targets: Tensor  # [B, L] long, 0 = no loss at this position
+    users: Tensor  # [B] long
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=True)
+                        for f in dataclasses.fields(self)})
+
+
+@dataclass
+class ModelContext:
+    """Everything a model may need from the data, prepared by the train stage."""
+
+    n_items: int  # N; tensors have N+1 rows, row 0 = padding
+    max_len: int
+    features: dict[str, Tensor] = field(default_factory=dict)  # modality -> [N+1, d] frozen encoder features
+    compressed: dict[str, Tensor] = field(default_factory=dict)  # modality -> [N+1, 128] AE codes m~
+    item_counts: Tensor | None = None  # [N+1] training popularity
+    teacher: Any = None  # modalrec.teacher.teacher.Teacher for KDSR
+    tokens: dict[str, Any] | None = None  # modality -> TokenCache (ODMT)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class SeqRecModel(nn.Module):
+    """Base class: subclasses implement :meth:`loss`, :meth:`score_all` and :meth:`item_representations`."""
+
+    Config: type = object
+
+    def loss(self, batch: Batch) -> Tensor | dict[str, Tensor]:
+        raise NotImplementedError
+
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        """Scores ``[B, N+1]`` of every item for left-padded histories ``[B, L]``; column 0 is ``-inf``."""
+        raise NotImplementedError
+
+    def item_representations(self) -> Tensor:
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; override for per-group learning rates (KDSR's asynchronous training)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook called by the trainer with the 1-based epoch (ramp-ups, LR warm-ups)."""
+
+
+_REGISTRY: dict[str, type[SeqRecModel]] = {}
+
+
+def register_model(name: str) -> Callable[[type[SeqRecModel]], type[SeqRecModel]]:
+    def deco(cls: type[SeqRecModel]) -> type[SeqRecModel]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def available_models() -> list[str]:
+    from . import _load_all  # noqa: F401  (imports every model file so they register)
+
+    return sorted(_REGISTRY)
+
+
+def make_config(cls: type[SeqRecModel], cfg: dict[str, Any], key: str) -> Any:
+    """Build ``cls.Config`` from a params dict; unknown keys are a ParamError naming ``key.<field>``."""
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(cfg) - names)
+    if unknown:
+        raise ParamError(f"{key}.{unknown[0]}", f"unknown option for this model; known: {sorted(names)}")
+    return cls.Config(**cfg)
+
+
+def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | None = None) -> SeqRecModel:
+    """Instantiate a registered model. ``arch`` is the registered class name when ``name`` is a params alias
+    (for example ``sasrec_frozen`` uses arch ``sasrec`` with other options)."""
+    from . import _load_all  # noqa: F401
+
+    arch = arch or name
+    if arch not in _REGISTRY:
+        raise ParamError(f"models.{name}.arch", f"unknown model {arch!r}; available: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[arch]
+    return cls(make_config(cls, cfg, f"models.{name}"), ctx)
