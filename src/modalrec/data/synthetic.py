@@ -1,0 +1,555 @@
+"""The embedded default dataset: a seeded synthetic multi-modal homeware catalogue.
+
+Why synthetic: the pipeline must run end to end on a fresh clone in minutes, offline, and the data must *reward*
+models that use item content. Every item has latent attributes:
+
+- ``category`` (8 product types), drawn in the image as a distinct silhouette (plate = circle, coaster = square, ...)
+  and named in the text with synonyms;
+- ``colour`` (8 well-separated hues), the fill colour of the silhouette and a colour word (with synonyms) in the text;
+- ``pattern`` (solid / striped / dotted / checked), a texture inside the silhouette and, usually, a word in the text;
+- ``brand`` (text only) and per-item noise (position, scale, rotation, hue jitter, background tone, filler sentences),
+  so two items with equal attributes never have identical content.
+
+User sequences are driven by the attributes, not by item identities: the next item's category is usually the
+*complement* of the last item's category (a plate is followed by a coaster, a coaster by a pennant, ... a fixed cycle
+``COMPLEMENT``), its colour usually one of the user's favourite colours and its pattern often the user's favourite
+pattern; within the chosen attribute cell an item is picked by a Zipf popularity weight, and a fraction of steps
+picks a globally popular item. Rare items therefore share attributes with popular ones: a model that sees the
+attributes (through images or texts) can rank a rare item it has hardly seen in training, while an ID-only model
+cannot. :func:`learnability_check` measures exactly that with two count-based predictors.
+
+Output follows the reader contract (``docs/contracts.md``): ``generate()`` returns ``(interactions, items)`` polars
+frames; images are PNG bytes in ``items.image_bytes`` (no loose files). Everything is a pure function of the
+parameters and the seed (numpy ``default_rng``; PIL drawing and PNG encoding are deterministic).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import ParamError
+
+# --------------------------------------------------------------------------------------------------------------------
+# The attribute vocabulary. Order matters: the complement of category c is COMPLEMENT[c].
+
+CATEGORIES = ["plate", "coaster", "pennant", "ornament", "clock", "tile", "kite", "badge"]
+SHAPES = ["circle", "square", "triangle", "star", "ring", "hexagon", "diamond", "cross"]  # silhouette per category
+CATEGORY_WORDS = {
+    "plate": ["plate", "dinner plate", "dish", "side plate"],
+    "coaster": ["coaster", "drink coaster", "cup mat", "table coaster"],
+    "pennant": ["pennant", "bunting flag", "pennant flag", "triangle flag"],
+    "ornament": ["ornament", "star ornament", "hanging decoration", "star decoration"],
+    "clock": ["wall clock", "clock", "round clock", "kitchen clock"],
+    "tile": ["tile", "wall tile", "hexagon tile", "mosaic tile"],
+    "kite": ["kite", "diamond kite", "stunt kite", "beach kite"],
+    "badge": ["badge", "pin badge", "cross badge", "enamel pin"],
+}
+CATEGORY_PATHS = {
+    "plate": "Home > Kitchen > Tableware", "coaster": "Home > Kitchen > Table Linen",
+    "pennant": "Home > Decor > Party", "ornament": "Home > Decor > Seasonal",
+    "clock": "Home > Decor > Clocks", "tile": "Home > DIY > Tiles",
+    "kite": "Toys > Outdoor > Kites", "badge": "Accessories > Pins",
+}
+# A fixed cycle: the category usually bought right after category c.
+COMPLEMENT = [1, 4, 3, 6, 7, 0, 2, 5]  # plate->coaster->clock->badge->tile->plate; pennant->ornament->kite->pennant
+
+COLOURS = ["red", "orange", "yellow", "green", "teal", "blue", "purple", "pink"]
+COLOUR_RGB = [(215, 25, 30), (245, 130, 0), (245, 215, 0), (40, 160, 50),
+              (0, 170, 170), (30, 60, 210), (125, 35, 170), (245, 100, 180)]
+COLOUR_WORDS = {
+    "red": ["red", "crimson", "scarlet", "cherry red"], "orange": ["orange", "tangerine", "burnt orange", "amber"],
+    "yellow": ["yellow", "lemon", "mustard", "sunflower yellow"], "green": ["green", "emerald", "leaf green", "forest green"],
+    "teal": ["teal", "turquoise", "aqua", "cyan"], "blue": ["blue", "cobalt", "royal blue", "navy"],
+    "purple": ["purple", "violet", "plum", "lavender purple"], "pink": ["pink", "rose", "fuchsia", "blush pink"],
+}
+PATTERNS = ["solid", "striped", "dotted", "checked"]
+PATTERN_WORDS = {
+    "solid": ["plain", "solid", "single-colour", "unpatterned"], "striped": ["striped", "pinstriped", "banded", "stripy"],
+    "dotted": ["polka-dot", "dotted", "spotted", "dotty"], "checked": ["checked", "gingham", "chequered", "plaid"],
+}
+MATERIALS = ["ceramic", "bamboo", "recycled plastic", "enamel", "cotton", "oak", "glass", "tin", "paper", "felt"]
+FILLERS = [
+    "Makes a thoughtful gift.", "Wipe clean with a damp cloth.", "Designed in a small studio.",
+    "Ships in recyclable packaging.", "A customer favourite this season.", "Lightweight and durable.",
+    "Pairs well with the rest of the range.", "Handmade, so each piece is slightly different.",
+    "Limited edition run.", "Suitable for indoor use.", "Dishwasher safe where applicable.", "Fade resistant finish.",
+]
+BRAND_SYLLABLES = ["nor", "ka", "vel", "lu", "mi", "sto", "ren", "ba", "tor", "el", "fi", "ga", "ro", "sa", "dun"]
+N_CELLS = len(CATEGORIES) * len(COLOURS) * len(PATTERNS)
+
+
+@dataclass
+class SyntheticConfig:
+    """Every knob of the generator (mirrors ``params.yaml`` ``datasets.synthetic.options``)."""
+
+    n_users: int = 2000
+    n_items: int = 1000
+    n_interactions: int = 20000     # target total; each user gets 5 + a geometric number of extra interactions
+    min_len: int = 5                # every user has at least this many interactions
+    max_len: int = 200
+    seed: int = 2023
+    image_size: int = 96            # rendered PNG side in pixels (encoders resize to their own input size)
+    zipf_alpha: float = 1.5         # popularity weight of the item with popularity rank r is r^-alpha
+    p_popular: float = 0.15         # a step picks a globally popular item (ignores attributes)
+    p_complement: float = 0.65      # next category = COMPLEMENT[last category]
+    p_same_category: float = 0.1    # next category = last category (look-alikes); else a random category
+    p_colour: float = 0.75          # next colour = one of the user's favourite colours; else random
+    p_pattern: float = 0.5          # next pattern = the user's favourite pattern; else random
+    n_brands: int = 24
+    start_timestamp: int = 1_577_836_800  # 2020-01-01 UTC
+    with_ratings: bool = True
+
+    def validate(self) -> None:
+        def bad(key: str, msg: str) -> ParamError:
+            return ParamError(f"datasets.synthetic.options.{key}", msg)
+
+        for k in ("n_users", "n_items", "n_interactions", "min_len", "max_len", "image_size", "n_brands"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise bad(k, f"must be a positive integer, got {v!r}")
+        if self.max_len < self.min_len:
+            raise bad("max_len", f"must be >= min_len ({self.min_len}), got {self.max_len}")
+        if self.n_interactions < self.n_users * self.min_len:
+            raise bad("n_interactions", f"must be >= n_users * min_len = {self.n_users * self.min_len}, "
+                                        f"got {self.n_interactions}")
+        if self.image_size < 16:
+            raise bad("image_size", f"must be >= 16 pixels, got {self.image_size}")
+        for k in ("p_popular", "p_complement", "p_same_category", "p_colour", "p_pattern"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise bad(k, f"must be a probability in [0, 1], got {v!r}")
+        if self.p_complement + self.p_same_category > 1.0:
+            raise bad("p_same_category", "p_complement + p_same_category must be <= 1")
+        if not isinstance(self.zipf_alpha, (int, float)) or self.zipf_alpha < 0:
+            raise bad("zipf_alpha", f"must be a non-negative number, got {self.zipf_alpha!r}")
+
+
+def make_config(**options: Any) -> SyntheticConfig:
+    """A validated config from keyword options; unknown keys are a ParamError naming the key."""
+    known = {f.name for f in fields(SyntheticConfig)}
+    for k in options:
+        if k not in known:
+            raise ParamError(f"datasets.synthetic.options.{k}", f"unknown option; known: {sorted(known)}")
+    cfg = SyntheticConfig(**options)
+    cfg.validate()
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Items: latent attributes, images, texts.
+
+def _item_attributes(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Category, colour, pattern, brand and popularity weight per item (0-based item index)."""
+    n = cfg.n_items
+    # Cover every attribute cell as evenly as possible (so rare items share cells with popular ones), then shuffle.
+    cells = np.concatenate([np.tile(np.arange(N_CELLS), n // N_CELLS), rng.permutation(N_CELLS)[: n % N_CELLS]])
+    cells = rng.permutation(cells)
+    n_col, n_pat = len(COLOURS), len(PATTERNS)
+    category, rest = np.divmod(cells, n_col * n_pat)
+    colour, pattern = np.divmod(rest, n_pat)
+    rank = rng.permutation(n) + 1                          # popularity rank, independent of the attributes
+    weight = rank.astype(np.float64) ** (-cfg.zipf_alpha)
+    brand = rng.integers(0, cfg.n_brands, size=n)
+    return {"category": category, "colour": colour, "pattern": pattern, "brand": brand, "weight": weight}
+
+
+def _brand_names(cfg: SyntheticConfig, rng: np.random.Generator) -> list[str]:
+    names: list[str] = []
+    while len(names) < cfg.n_brands:
+        k = int(rng.integers(2, 4))
+        name = "".join(BRAND_SYLLABLES[int(i)] for i in rng.integers(0, len(BRAND_SYLLABLES), size=k)).capitalize()
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
+    def ring(k: int, radius: float, phase: float) -> list[tuple[float, float]]:
+        return [(cx + radius * math.cos(phase + rot + 2 * math.pi * i / k),
+                 cy + radius * math.sin(phase + rot + 2 * math.pi * i / k)) for i in range(k)]
+
+    if shape == "square":
+        return ring(4, r * 1.0, math.pi / 4)
+    if shape == "triangle":
+        return ring(3, r * 1.1, -math.pi / 2)
+    if shape == "hexagon":
+        return ring(6, r, 0.0)
+    if shape == "diamond":  # a tall rhombus, so it never looks like a rotated square
+        return [(cx + dx * math.cos(rot) - dy * math.sin(rot), cy + dx * math.sin(rot) + dy * math.cos(rot))
+                for dx, dy in [(0, -r * 1.1), (r * 0.6, 0), (0, r * 1.1), (-r * 0.6, 0)]]
+    if shape == "star":
+        outer, inner = ring(5, r * 1.1, -math.pi / 2), ring(5, r * 0.45, -math.pi / 2 + math.pi / 5)
+        return [p for pair in zip(outer, inner) for p in pair]
+    if shape == "cross":
+        a, b = r * 0.95, r * 0.34
+        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        return [(cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot)) for x, y in pts]
+    raise ValueError(shape)
+
+
+def render_image(category: int, colour: int, pattern: int, size: int, rng: np.random.Generator) -> bytes:
+    """PNG bytes of one item: the category's silhouette filled with the colour and textured with the pattern.
+
+    Large shapes, saturated colours and coarse textures on a light background, so an ImageNet CNN separates them.
+    """
+    from PIL import Image, ImageDraw
+
+    s = size
+    bg = tuple(int(v) for v in 235 + rng.integers(-15, 16, size=3))
+    img = Image.new("RGB", (s, s), bg)
+    jitter = rng.uniform(-18, 18, size=3)
+    base = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOUR_RGB[colour], jitter))
+    light = tuple(int(c + (255 - c) * 0.75) for c in base)
+    cx, cy = s / 2 + rng.uniform(-0.06, 0.06, size=2) * s
+    r = s * rng.uniform(0.36, 0.43)
+    rot = math.radians(float(rng.uniform(-12, 12)))
+
+    # The fill: base colour plus the pattern in a light tint, then cut out by the silhouette mask.
+    fill = Image.new("RGB", (s, s), base)
+    fd = ImageDraw.Draw(fill)
+    step = max(4, s // 8)
+    name = PATTERNS[pattern]
+    if name == "striped":
+        for x0 in range(-s, 2 * s, step):
+            fd.polygon([(x0, 0), (x0 + step // 2, 0), (x0 + step // 2 + s, s), (x0 + s, s)], fill=light)
+    elif name == "dotted":
+        d = step * 0.32
+        for yy in range(step // 2, s, step):
+            off = (step // 2) * ((yy // step) % 2)
+            for xx in range(off, s + step, step):
+                fd.ellipse([xx - d, yy - d, xx + d, yy + d], fill=light)
+    elif name == "checked":
+        for yy in range(0, s, step):
+            for xx in range(0, s, step):
+                if ((xx // step) + (yy // step)) % 2 == 0:
+                    fd.rectangle([xx, yy, xx + step - 1, yy + step - 1], fill=light)
+
+    mask = Image.new("L", (s, s), 0)
+    md = ImageDraw.Draw(mask)
+    shape = SHAPES[category]
+    if shape == "circle":
+        md.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    elif shape == "ring":
+        md.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        ri = r * 0.5
+        md.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=0)
+    else:
+        md.polygon(_polygon(shape, cx, cy, r, rot), fill=255)
+    img.paste(fill, (0, 0), mask)
+    # A dark outline makes the silhouette crisp against the background whatever the pattern.
+    outline = tuple(int(c * 0.45) for c in base)
+    od = ImageDraw.Draw(img)
+    if shape in ("circle", "ring"):
+        od.ellipse([cx - r, cy - r, cx + r, cy + r], outline=outline, width=max(1, s // 48))
+        if shape == "ring":
+            ri = r * 0.5
+            od.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], outline=outline, width=max(1, s // 48))
+    else:
+        od.polygon(_polygon(shape, cx, cy, r, rot), outline=outline, width=max(1, s // 48))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _item_texts(cfg: SyntheticConfig, attrs: dict[str, np.ndarray], brands: list[str],
+                rng: np.random.Generator) -> tuple[list[str], list[str], list[str]]:
+    """Title, categories path and description per item: templated sentences with synonyms and filler noise."""
+    titles, cats, descs = [], [], []
+    pick = lambda seq: seq[int(rng.integers(0, len(seq)))]  # noqa: E731
+    for i in range(cfg.n_items):
+        cat, col, pat = (CATEGORIES[attrs["category"][i]], COLOURS[attrs["colour"][i]], PATTERNS[attrs["pattern"][i]])
+        noun, cw, pw = pick(CATEGORY_WORDS[cat]), pick(COLOUR_WORDS[col]), pick(PATTERN_WORDS[pat])
+        brand, material = brands[attrs["brand"][i]], pick(MATERIALS)
+        # The title sometimes leaves the pattern out; the description always names category and colour.
+        if rng.random() < 0.7:
+            title = f"{brand} {cw} {pw} {noun}".title()
+        else:
+            title = f"{brand} {noun} in {cw}".title()
+        lead = pick([
+            f"A {pw} {noun} in {cw}, made of {material}.",
+            f"This {cw} {noun} has a {pw} finish and is made from {material}.",
+            f"{material.capitalize()} {noun}, {cw} with a {pw} look.",
+            f"Our {pw} {cw} {noun} in {material}.",
+        ])
+        k = int(rng.integers(1, 3))
+        extra = " ".join(FILLERS[int(j)] for j in rng.choice(len(FILLERS), size=k, replace=False))
+        titles.append(title)
+        cats.append(CATEGORY_PATHS[cat])
+        descs.append(f"{lead} {extra}")
+    return titles, cats, descs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Interactions.
+
+def _pools(attrs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per attribute cell, the items to draw from and their cumulative popularity (flattened CSR-like arrays).
+
+    An empty cell (small catalogues) falls back to its (category, colour) items, then its category's, then all items.
+    Returns ``(pool_items, pool_cum, pool_ptr)``: cell c draws from ``pool_items[ptr[c]:ptr[c+1]]``.
+    """
+    n_col, n_pat = len(COLOURS), len(PATTERNS)
+    cell = (attrs["category"] * n_col + attrs["colour"]) * n_pat + attrs["pattern"]
+    cc = attrs["category"] * n_col + attrs["colour"]
+    items_all = np.arange(len(cell))
+    pool_items, pool_cum, ptr = [], [], [0]
+    for c in range(N_CELLS):
+        members = items_all[cell == c]
+        if len(members) == 0:
+            members = items_all[cc == c // n_pat]
+        if len(members) == 0:
+            members = items_all[attrs["category"] == c // (n_col * n_pat)]
+        if len(members) == 0:
+            members = items_all
+        w = attrs["weight"][members]
+        pool_items.append(members)
+        pool_cum.append(np.cumsum(w) / w.sum())
+        ptr.append(ptr[-1] + len(members))
+    return np.concatenate(pool_items), np.concatenate(pool_cum), np.asarray(ptr)
+
+
+def _interactions(cfg: SyntheticConfig, attrs: dict[str, np.ndarray],
+                  rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Simulate all users step by step (vectorised over users). Returns flat arrays user, item, step, rating, ts."""
+    U, n_cat, n_col, n_pat = cfg.n_users, len(CATEGORIES), len(COLOURS), len(PATTERNS)
+    extra_mean = cfg.n_interactions / U - cfg.min_len
+    if extra_mean > 0:
+        extra = rng.geometric(1.0 / (extra_mean + 1.0), size=U) - 1
+    else:
+        extra = np.zeros(U, dtype=np.int64)
+    lengths = np.minimum(cfg.min_len + extra, cfg.max_len)
+
+    # User tastes: one or two favourite colours, one favourite pattern (colour popularity is mildly skewed).
+    colour_pop = rng.dirichlet(np.full(n_col, 3.0))
+    fav1 = rng.choice(n_col, size=U, p=colour_pop)
+    fav2 = np.where(rng.random(U) < 0.5, rng.choice(n_col, size=U, p=colour_pop), fav1)
+    fav_pat = rng.integers(0, n_pat, size=U)
+
+    pool_items, pool_cum, ptr = _pools(attrs)
+    # Each pool's CDF shifted by its cell index: one sorted key array serves every cell's searchsorted at once.
+    pool_key = np.repeat(np.arange(N_CELLS), np.diff(ptr)) + pool_cum
+    global_cum = np.cumsum(attrs["weight"]) / attrs["weight"].sum()
+    comp = np.asarray(COMPLEMENT)
+
+    T = int(lengths.max())
+    items = np.full((U, T), -1, dtype=np.int64)
+    last_cat = rng.integers(0, n_cat, size=U)
+    for t in range(T):
+        active = np.flatnonzero(lengths > t)
+        n = len(active)
+        u_r = rng.random((n, 6))
+        # Category: complement of the last one / same / random (the first step has no last item: random).
+        if t == 0:
+            cat = last_cat[active]
+        else:
+            lc = last_cat[active]
+            cat = np.where(u_r[:, 0] < cfg.p_complement, comp[lc],
+                           np.where(u_r[:, 0] < cfg.p_complement + cfg.p_same_category, lc,
+                                    rng.integers(0, n_cat, size=n)))
+        fav = np.where(u_r[:, 1] < 0.5, fav1[active], fav2[active])
+        col = np.where(u_r[:, 2] < cfg.p_colour, fav, rng.integers(0, n_col, size=n))
+        pat = np.where(u_r[:, 3] < cfg.p_pattern, fav_pat[active], rng.integers(0, n_pat, size=n))
+        cell = (cat * n_col + col) * n_pat + pat
+        # Draw an item inside the cell by popularity: searchsorted within the cell's slice of the flat CDF.
+        lo, hi = ptr[cell], ptr[cell + 1]
+        pos = np.clip(np.searchsorted(pool_key, cell + u_r[:, 4], side="right"), lo, hi - 1)
+        chosen = pool_items[pos]
+        popular = rng.random(n) < cfg.p_popular
+        if popular.any():
+            g = np.searchsorted(global_cum, rng.random(int(popular.sum())), side="right")
+            chosen[popular] = np.minimum(g, cfg.n_items - 1)
+        items[active, t] = chosen
+        last_cat[active] = attrs["category"][chosen]
+
+    mask = items >= 0
+    user = np.repeat(np.arange(U), lengths)
+    item = items[mask]
+    step = np.concatenate([np.arange(L) for L in lengths])
+    # Timestamps: a random start in the first year, then gaps of 1 minute to a few days (strictly increasing).
+    start = cfg.start_timestamp + rng.integers(0, 365 * 86400, size=U)
+    gaps = 60 + rng.exponential(2 * 86400, size=len(item)).astype(np.int64)
+    ts = np.empty(len(item), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    for u in range(U):
+        a, b = offsets[u], offsets[u + 1]
+        ts[a:b] = start[u] + np.cumsum(gaps[a:b])
+    # Ratings: higher when the item matches the user's colour taste (so a rating threshold is meaningful).
+    match = (attrs["colour"][item] == fav1[user]) | (attrs["colour"][item] == fav2[user])
+    rating = np.clip(np.round(3.4 + 1.0 * match + rng.normal(0, 0.8, size=len(item))), 1, 5).astype(np.float32)
+    return user, item, step, rating, ts
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Public API.
+
+def generate(return_attributes: bool = False, **options: Any):
+    """Generate the catalogue: ``(interactions, items)`` polars frames following the reader contract.
+
+    interactions: ``user_orig`` str, ``item_orig`` str, ``timestamp`` int64, ``order`` int64 (row position; rows are
+    in global time order like a log file), ``rating`` float32 (null when ``with_ratings=False``).
+    items: ``item_orig``, ``title``, ``brand``, ``categories``, ``description`` (str), ``image_path`` (null str),
+    ``image_bytes`` (PNG). With ``return_attributes=True`` a third frame gives the latent attributes per item
+    (``item_orig``, ``category``, ``colour``, ``pattern``, ``brand_id`` as ints, ``popularity_weight``), for
+    analyses and tests only: it is never part of the dataset the models see.
+    """
+    cfg = make_config(**options)
+    root = np.random.SeedSequence(cfg.seed)
+    rng_attr, rng_img, rng_text, rng_seq = (np.random.default_rng(s) for s in root.spawn(4))
+    attrs = _item_attributes(cfg, rng_attr)
+    brands = _brand_names(cfg, rng_attr)
+    item_ids = [f"SYN{i:06d}" for i in range(cfg.n_items)]
+
+    images = [render_image(int(attrs["category"][i]), int(attrs["colour"][i]), int(attrs["pattern"][i]),
+                           cfg.image_size, rng_img) for i in range(cfg.n_items)]
+    titles, cats, descs = _item_texts(cfg, attrs, brands, rng_text)
+    items = pl.DataFrame({
+        "item_orig": item_ids, "title": titles, "brand": [brands[b] for b in attrs["brand"]],
+        "categories": cats, "description": descs,
+        "image_path": pl.Series("image_path", [None] * cfg.n_items, dtype=pl.String),
+        "image_bytes": pl.Series("image_bytes", images, dtype=pl.Binary),
+    })
+
+    user, item, step, rating, ts = _interactions(cfg, attrs, rng_seq)
+    # Global log order: by timestamp, ties by user then step (stable, deterministic).
+    perm = np.lexsort((step, user, ts))
+    n = len(perm)
+    interactions = pl.DataFrame({
+        "user_orig": pl.Series([f"U{u:06d}" for u in user[perm]], dtype=pl.String),
+        "item_orig": pl.Series(np.asarray(item_ids, dtype=object)[item[perm]].tolist(), dtype=pl.String),
+        "timestamp": pl.Series(ts[perm], dtype=pl.Int64),
+        "order": pl.Series(np.arange(n), dtype=pl.Int64),
+        "rating": pl.Series(rating[perm] if cfg.with_ratings else [None] * n, dtype=pl.Float32),
+    })
+    if not return_attributes:
+        return interactions, items
+    attributes = pl.DataFrame({
+        "item_orig": item_ids,
+        "category": pl.Series(attrs["category"], dtype=pl.Int32), "colour": pl.Series(attrs["colour"], dtype=pl.Int32),
+        "pattern": pl.Series(attrs["pattern"], dtype=pl.Int32), "brand_id": pl.Series(attrs["brand"], dtype=pl.Int32),
+        "popularity_weight": attrs["weight"],
+    })
+    return interactions, items, attributes
+
+
+def default_options() -> dict[str, Any]:
+    """The generator's defaults as a plain dict (what ``params.yaml`` ``datasets.synthetic.options`` mirrors)."""
+    return asdict(SyntheticConfig())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Learnability: do item attributes predict the next item better than item identities (especially for rare items)?
+
+@dataclass
+class LearnabilityResult:
+    """HR@k / NDCG@k of three count-based next-item predictors on the last ``test_frac`` of every sequence."""
+
+    k: int
+    n_test: int
+    n_test_rare: int                 # test targets seen fewer than ``rare_max`` times in training
+    rare_max: int
+    metrics: dict[str, dict[str, float]]   # predictor -> {"hr", "ndcg", "hr_rare", "ndcg_rare"}
+
+    def lines(self) -> list[str]:
+        out = [f"next-item predictors on the last 20% of each sequence (n_test={self.n_test}, rare targets "
+               f"[< {self.rare_max} train occurrences]={self.n_test_rare}):"]
+        for name, m in self.metrics.items():
+            out.append(f"  {name:<12} HR@{self.k}={m['hr']:.4f} NDCG@{self.k}={m['ndcg']:.4f} | rare: "
+                       f"HR@{self.k}={m['hr_rare']:.4f} NDCG@{self.k}={m['ndcg_rare']:.4f}")
+        return out
+
+
+def _sequences(interactions: pl.DataFrame, item_index: dict[str, int]) -> list[np.ndarray]:
+    df = interactions.sort(["user_orig", "timestamp", "order"])
+    idx = np.asarray([item_index[s] for s in df["item_orig"].to_list()], dtype=np.int64)
+    users = df["user_orig"].to_numpy()
+    cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
+    return np.split(idx, cuts)
+
+
+def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, test_frac: float = 0.2,
+                       k: int = 10, rare_max: int = 5, smoothing: float = 0.5) -> LearnabilityResult:
+    """Compare an item-level predictor (item bigram + popularity back-off) with an attribute-level one.
+
+    Split as the ``ratio`` split does: per user the first ``1 - test_frac`` of the sequence is training, each later
+    position is a test instance whose history is the true prefix. Predictors, all fitted on training parts only:
+
+    - ``popularity``: training item counts.
+    - ``item_bigram``: counts of (previous item -> item) pairs, backed off to popularity (what an ID-only model can
+      learn at best from the last item; hopeless for items rarely seen in training).
+    - ``attribute``: P(category | previous category) x P(colour | user's history) x P(pattern | user's history) x
+      P(item | its cell) with add-``smoothing`` counts (what a model that sees the content can learn).
+
+    Memory is O(N + #distinct bigrams); scoring is O(N) per test instance.
+    """
+    if not 0.0 < test_frac < 1.0:
+        raise ParamError("test_frac", f"must be in (0, 1), got {test_frac}")
+    item_index = {s: i for i, s in enumerate(attributes["item_orig"].to_list())}
+    N = len(item_index)
+    cat = attributes["category"].to_numpy().astype(np.int64)
+    col = attributes["colour"].to_numpy().astype(np.int64)
+    pat = attributes["pattern"].to_numpy().astype(np.int64)
+    n_cat, n_col, n_pat = int(cat.max()) + 1, int(col.max()) + 1, int(pat.max()) + 1
+    seqs = _sequences(interactions, item_index)
+    n_trains = [max(1, int(math.floor(len(s) * (1.0 - test_frac)))) for s in seqs]
+
+    counts = np.zeros(N)
+    prev, nxt = [], []
+    for s, nt in zip(seqs, n_trains):
+        np.add.at(counts, s[:nt], 1)
+        prev.append(s[: nt - 1])
+        nxt.append(s[1:nt])
+    prev_a, nxt_a = np.concatenate(prev), np.concatenate(nxt)
+    # Sparse bigram table as sorted pair codes.
+    codes, bcounts = np.unique(prev_a * N + nxt_a, return_counts=True)
+    row_ptr = np.searchsorted(codes, np.arange(N + 1) * N)
+    cat_trans = np.full((n_cat, n_cat), smoothing)
+    np.add.at(cat_trans, (cat[prev_a], cat[nxt_a]), 1)
+    cat_trans /= cat_trans.sum(1, keepdims=True)
+    cell = (cat * n_col + col) * n_pat + pat
+    cell_tot = np.bincount(cell, weights=counts + smoothing, minlength=n_cat * n_col * n_pat)
+    p_item_in_cell = (counts + smoothing) / cell_tot[cell]
+    pop = (counts + smoothing) / (counts.sum() + smoothing * N)
+
+    names = ["popularity", "item_bigram", "attribute"]
+    hits = {n: [] for n in names}
+    gains = {n: [] for n in names}
+    rare = []
+
+    def rank_of(score: np.ndarray, target: int) -> int:
+        # Pessimistic ties: count items scoring >= the target's score, excluding the target itself.
+        return int((score >= score[target]).sum()) - 1
+
+    for s, nt in zip(seqs, n_trains):
+        for p in range(nt, len(s)):
+            hist, target, last = s[:p], int(s[p]), int(s[p - 1])
+            scores = {"popularity": pop}
+            bg = pop * 1e-3
+            bg = bg.copy()
+            a, b = row_ptr[last], row_ptr[last + 1]
+            bg[codes[a:b] - last * N] += bcounts[a:b]
+            scores["item_bigram"] = bg
+            pc = np.bincount(col[hist], minlength=n_col) + smoothing
+            pp = np.bincount(pat[hist], minlength=n_pat) + smoothing
+            scores["attribute"] = (cat_trans[cat[last]][cat] * (pc / pc.sum())[col] * (pp / pp.sum())[pat]
+                                   * p_item_in_cell)
+            for n in names:
+                r = rank_of(scores[n], target)
+                hits[n].append(r < k)
+                gains[n].append(1.0 / math.log2(r + 2) if r < k else 0.0)
+            rare.append(counts[target] < rare_max)
+
+    rare_a = np.asarray(rare)
+    metrics = {}
+    for n in names:
+        h, g = np.asarray(hits[n], dtype=float), np.asarray(gains[n])
+        metrics[n] = {"hr": float(h.mean()), "ndcg": float(g.mean()),
+                      "hr_rare": float(h[rare_a].mean()) if rare_a.any() else float("nan"),
+                      "ndcg_rare": float(g[rare_a].mean()) if rare_a.any() else float("nan")}
+    return LearnabilityResult(k=k, n_test=len(rare_a), n_test_rare=int(rare_a.sum()), rare_max=rare_max,
+                              metrics=metrics)
