@@ -1,0 +1,192 @@
+"""Item representations: how an item id becomes a d-dimensional vector. A parameter of every backbone.
+
+- ``id``: an ID embedding table only.
+- ``frozen``: ID embedding fused with a learned projection of the cached encoder features, which stay fixed
+  (the KDSR paper's SASRM / "static modality" setting).
+- ``tuned``: ID embedding fused with per-item modality tables ``[N+1, 128]`` initialised from the compress stage's
+  AE codes m~ and trained (KDSR's trainable e_a, e_v; the tables the CDL loss supervises), each projected to d.
+
+Fusion of the ID vector with the modality vectors: ``sum``; ``concat`` (concatenation then a linear map to d);
+``gate`` (a softmax over the sources from an MLP on their concatenation, as KDSR's code fuses its 4 sources).
+
+The **same** representation embeds the input history and scores the candidates (``table()`` is both the input
+lookup and the output matrix), so an item that is rare in training still gets a meaningful candidate vector from
+its content: this is where modality information helps cold items.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ParamError
+from .base import Batch, SeqRecModel
+
+KINDS = ("id", "frozen", "tuned")
+FUSIONS = ("sum", "concat", "gate")
+
+
+class ItemRepr(nn.Module):
+    """Builds the ``[N+1, d]`` item table; row 0 (padding) is always zero."""
+
+    def __init__(self, n_items: int, dim: int, kind: str = "id", modalities: Sequence[str] = ("image", "text"),
+                 fusion: str = "sum", features: dict[str, Tensor] | None = None,
+                 compressed: dict[str, Tensor] | None = None, key: str = "models.<name>", init_std: float = 0.02,
+                 proj_scale: float = 0.1):
+        super().__init__()
+        if kind not in KINDS:
+            raise ParamError(f"{key}.item_repr", f"must be one of {KINDS}, got {kind!r}")
+        if fusion not in FUSIONS:
+            raise ParamError(f"{key}.fusion", f"must be one of {FUSIONS}, got {fusion!r}")
+        self.n_items, self.dim, self.kind, self.fusion = n_items, dim, kind, fusion
+        self.modalities: list[str] = [] if kind == "id" else list(modalities)
+        if kind != "id" and not self.modalities:
+            raise ParamError(f"{key}.modalities", f"item_repr {kind!r} needs at least one modality")
+        self.id_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.id_emb.weight, std=init_std)
+        with torch.no_grad():
+            self.id_emb.weight[0].zero_()
+
+        source = features if kind == "frozen" else compressed
+        what = "features (encode stage)" if kind == "frozen" else "compressed codes (compress stage)"
+        self.proj = nn.ModuleDict()
+        self.tables = nn.ModuleDict()
+        for m in self.modalities:
+            if source is None or m not in source:
+                raise ParamError(f"{key}.modalities", f"modality {m!r} has no {what} for this dataset")
+            x = source[m].float()
+            if x.shape[0] != n_items + 1:
+                raise ParamError(f"{key}.modalities", f"{m} {what} have {x.shape[0]} rows, expected N+1 = {n_items + 1}")
+            x = x.clone()
+            x[0] = 0
+            # Fixed standardisation of the modality path (per-dimension centring, one global scale), computed from
+            # the vectors the model starts from: encoders differ by orders of magnitude in scale (L2-normalised
+            # MiniLM vs 1000-d logits vs sigmoid AE codes) and the fused table is also the output matrix.
+            has = x.abs().sum(1) > 0
+            mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])
+            sd = (x[has] - mu).pow(2).mean().sqrt().clamp(min=1e-6) if has.sum() > 1 else torch.ones(())
+            self.register_buffer(f"mu_{m}", mu, persistent=False)
+            self.register_buffer(f"sd_{m}", sd, persistent=False)
+            self.register_buffer(f"has_{m}", has.unsqueeze(1).to(x.dtype), persistent=False)
+            if kind == "frozen":
+                # fixed input: a non-persistent buffer (the checkpoint stays small; ctx supplies it again at load)
+                self.register_buffer(f"feat_{m}", x, persistent=False)
+            else:
+                t = nn.Embedding(n_items + 1, x.shape[1], padding_idx=0)
+                with torch.no_grad():
+                    t.weight.copy_(x)
+                self.tables[m] = t
+            self.proj[m] = nn.Linear(x.shape[1], dim)
+            # small init so that at step 0 the modality part is on the scale of the ID embedding
+            nn.init.normal_(self.proj[m].weight, std=proj_scale / math.sqrt(x.shape[1]))
+            nn.init.zeros_(self.proj[m].bias)
+        k = 1 + len(self.modalities)
+        if kind != "id" and fusion == "concat":
+            self.fuse = nn.Linear(k * dim, dim)
+        elif kind != "id" and fusion == "gate":
+            self.fuse = nn.Sequential(nn.Linear(k * dim, dim), nn.ReLU(), nn.Linear(dim, k))
+
+    # -- hooks used by KDSR's CDL and the forgetting analysis (contract) --
+    def modality_tables(self) -> dict[str, nn.Embedding]:
+        return {m: self.tables[m] for m in self.tables}
+
+    def id_table(self) -> nn.Embedding:
+        return self.id_emb
+
+    def modality_vectors(self, m: str) -> Tensor:
+        """Raw ``[N+1, d_m]`` modality vectors before projection (fixed features or trainable table)."""
+        return getattr(self, f"feat_{m}") if self.kind == "frozen" else self.tables[m].weight
+
+    def sources(self) -> list[Tensor]:
+        """The ``[N+1, d]`` tables to fuse: ID first, then one per modality."""
+        return [self.id_emb.weight] + [self.modality_embedding(m) for m in self.modalities]
+
+    def modality_embedding(self, m: str) -> Tensor:
+        """``[N+1, d]``: standardised modality vectors projected to d (items without the modality get 0)."""
+        x = (self.modality_vectors(m) - getattr(self, f"mu_{m}")) / getattr(self, f"sd_{m}")
+        return self.proj[m](x) * getattr(self, f"has_{m}")
+
+    def table(self) -> Tensor:
+        """The fused ``[N+1, d]`` item table (row 0 = 0). Cheap: O(N d) per call, once per training step."""
+        if self.kind == "id":
+            return self.id_emb.weight
+        src = self.sources()
+        if self.fusion == "sum":
+            out = torch.stack(src, 0).sum(0)
+        elif self.fusion == "concat":
+            out = self.fuse(torch.cat(src, -1))
+        else:
+            w = torch.softmax(self.fuse(torch.cat(src, -1)), -1)  # [N+1, k]
+            out = (torch.stack(src, -1) * w.unsqueeze(1)).sum(-1)
+        mask = torch.ones(out.shape[0], 1, dtype=out.dtype, device=out.device)
+        mask[0] = 0
+        return out * mask
+
+    def forward(self, ids: Tensor, table: Tensor | None = None) -> Tensor:
+        """Embed ``ids`` of any shape; pass ``table`` when it is already computed this step."""
+        if self.kind == "id" and table is None:
+            return self.id_emb(ids)
+        return nn.functional.embedding(ids, self.table() if table is None else table)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role: ``id``, ``modality_tables`` (KDSR's asynchronous LR targets), ``modality_proj``."""
+        return {
+            "id": [self.id_emb.weight],
+            "modality_tables": [t.weight for t in self.tables.values()],
+            "modality_proj": [p for p in self.proj.parameters()] + (
+                [p for p in self.fuse.parameters()] if hasattr(self, "fuse") else []),
+        }
+
+
+class ReprSeqModel(SeqRecModel):
+    """Shared plumbing of backbones built on an :class:`ItemRepr`: subclasses implement only :meth:`encode`.
+
+    Training: full-softmax cross-entropy at every non-padding position against the whole catalogue (the item table
+    is computed once per step and used for both inputs and candidates). Scoring: the last position's hidden state
+    against the same table.
+    """
+
+    items: ItemRepr
+
+    def encode(self, input_ids: Tensor, table: Tensor) -> Tensor:
+        """Hidden states ``[B, L, d]`` for left-padded ``input_ids [B, L]`` embedded through ``table``."""
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> Tensor:
+        table = self.items.table()
+        h = self.encode(batch.input_ids, table)
+        sel = batch.targets > 0
+        logits = h[sel] @ table.t()
+        logits[:, 0] = float("-inf")
+        return nn.functional.cross_entropy(logits.float(), batch.targets[sel])
+
+    def user_vectors(self, input_ids: Tensor, table: Tensor | None = None) -> Tensor:
+        table = self.items.table() if table is None else table
+        return self.encode(input_ids, table)[:, -1]
+
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        table = self.items.table()
+        s = self.user_vectors(input_ids, table) @ table.t()
+        s[:, 0] = float("-inf")
+        return s
+
+    def item_representations(self) -> Tensor:
+        return self.items.table()
+
+    def modality_tables(self) -> dict[str, nn.Embedding]:
+        return self.items.modality_tables()
+
+    def id_table(self) -> nn.Embedding:
+        return self.items.id_table()
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Groups named ``id``, ``modality_tables``, ``modality_proj`` and ``backbone`` (all at ``lr``), so a
+        schedule (KDSR's asynchronous training) can address the modality tables by name."""
+        by_role = self.items.param_groups()
+        seen = {id(p) for ps in by_role.values() for p in ps}
+        by_role["backbone"] = [p for p in self.parameters() if id(p) not in seen]
+        return [{"params": [p for p in ps if p.requires_grad], "lr": lr, "name": name}
+                for name, ps in by_role.items() if any(p.requires_grad for p in ps)]
