@@ -1,0 +1,51 @@
+"""Encode stage: ``encode.<modality>`` params + ``data/prepared/<ds>/items.parquet`` -> ``data/features/<ds>/``.
+
+One call encodes one modality entry, so each DVC stage depends only on its own ``encode.<modality>`` params:
+``image`` / ``text`` write pooled Parquet caches, ``image_tokens`` / ``text_tokens`` write ODMT's token caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ..encode.registry import EncoderConfig
+from ..encode.runner import encode_catalogue
+from ..errors import DataError, ParamError
+from ..params import get
+
+# params key -> (input modality, output file name)
+OUTPUTS = {
+    "image": ("image", "image.parquet"),
+    "text": ("text", "text.parquet"),
+    "image_tokens": ("image", "image_tokens.arrow"),
+    "text_tokens": ("text", "text_tokens.arrow"),
+}
+
+
+def output_path(dataset: str, modality: str, root: str | Path = "data/features") -> Path:
+    return Path(root) / dataset / OUTPUTS[modality][1]
+
+
+def run(params: dict, modality: str, dataset: str | None = None, prepared_root: str | Path = "data/prepared",
+        features_root: str | Path = "data/features", progress: bool = True) -> Path:
+    """Encode ``modality`` (image | text | image_tokens | text_tokens) of ``dataset`` (default ``base.dataset``)."""
+    if modality not in OUTPUTS:
+        raise ParamError("encode", f"unknown modality {modality!r}; one of {sorted(OUTPUTS)}")
+    ds = dataset or get(params, "base.dataset")
+    key = f"encode.{modality}"
+    cfg = EncoderConfig.from_params(get(params, key), key)
+    kind, _ = OUTPUTS[modality]
+    if (cfg.pooling == "tokens") != modality.endswith("_tokens"):
+        raise ParamError(f"{key}.pooling", "the token caches (image_tokens, text_tokens) need pooling: tokens; the "
+                                           "pooled caches (image, text) any other pooling")
+    items_path = Path(prepared_root) / ds / "items.parquet"
+    if not items_path.is_file():
+        raise DataError("prepared items not found (run the prepare stage first)", path=items_path)
+    items = pl.read_parquet(items_path)
+    out = output_path(ds, modality, features_root)
+    summary = encode_catalogue(items, cfg, kind, out, key=key, source=items_path,
+                               extra_meta={"dataset": ds, "params_key": key}, progress=progress)
+    print(summary.line(key))
+    return out
