@@ -1,0 +1,89 @@
+"""The debiased in-batch softmax against a hand computation, and its masks."""
+
+import math
+
+import pytest
+import torch
+
+from modalrec.losses.inbatch import MASK_VALUE, build_candidates, inbatch_ce, inbatch_logits, log_popularity
+
+from .helpers import batch_from_windows
+
+
+def test_log_popularity_matches_frequencies():
+    counts = torch.tensor([0.0, 3.0, 1.0, 6.0])
+    lp = log_popularity(counts)
+    assert lp[0] == 0.0
+    assert torch.allclose(lp[1:], torch.log(torch.tensor([0.3, 0.1, 0.6])))
+
+
+def test_window_mask_keeps_target_and_masks_past_and_future():
+    # user 0 repeats item 5: its window is [5, 7, 5, 9]; user 1's window is [2, 9]
+    b = batch_from_windows([[5, 7, 5, 9], [2, 9]], max_len=3)
+    cand = build_candidates(b.input_ids, b.targets)
+    items = cand.col_items.tolist()
+    assert items == [5, 7, 5, 0, 0, 2, 9, 9]  # inputs of both users (row-major), then each user's last target
+    # query (user 0, target 7 at position 0): label column 1; item 5 (past), 9 (future) and padding masked
+    q = 0
+    assert cand.label_col[q] == 1 and not cand.mask[q, 1]
+    for c, it in enumerate(items):
+        if c != 1:
+            expect = it in (5, 7, 9, 0)
+            assert bool(cand.mask[q, c]) == expect, (c, it)
+    # query (user 0, target 5 at position 1): the repeated item's own occurrence (column 2) is the label, kept;
+    # the other occurrence of 5 (column 0) stays masked
+    q = 1
+    assert cand.label_col[q] == 2 and not cand.mask[q, 2] and cand.mask[q, 0]
+    # query (user 0, last target 9): label is the appended column 6; user 1's occurrence of 9 (col 7) masked too
+    q = 2
+    assert cand.label_col[q] == 6 and not cand.mask[q, 6] and cand.mask[q, 7]
+    # user 1's query (target 9): user 0's items 5 and 7 are negatives, its own 2 is masked
+    q = 3
+    assert cand.label_col[q] == 7
+    assert [bool(cand.mask[q, c]) for c in range(8)] == [False, False, False, True, True, True, True, False]
+
+
+def test_debiased_loss_matches_hand_computation():
+    torch.manual_seed(0)
+    windows = [[1, 2, 3, 4], [3, 5, 6], [6, 1]]
+    b = batch_from_windows(windows, max_len=3)
+    B, L = b.input_ids.shape
+    counts = torch.tensor([0.0, 4.0, 1.0, 2.0, 1.0, 3.0, 5.0])
+    logpop = log_popularity(counts)
+    d = 4
+    item_vec = torch.randn(7, d)
+    user_state = torch.randn(B, L, d)
+    cand = build_candidates(b.input_ids, b.targets)
+    logits = inbatch_logits(user_state.reshape(-1, d)[cand.query_index], item_vec[cand.col_items], cand, logpop)
+    loss = inbatch_ce(logits, cand)
+
+    # by hand: every column is an occurrence; negatives are occurrences of items outside the user's window
+    total = 0.0
+    n = 0
+    for u, w in enumerate(windows):
+        occ = [(v, s) for s, ww in enumerate(windows) for v in ([0] * (L - len(ww) + 1) + ww)[:-1]] + \
+              [(ww[-1], s) for s, ww in enumerate(windows)]
+        for t in range(1, len(w)):
+            h = user_state[u, L - (len(w) - 1) + t - 1]
+            pos = float(h @ item_vec[w[t]] - logpop[w[t]])
+            negs = [float(h @ item_vec[v] - logpop[v]) for v, _ in occ if v != 0 and v not in w]
+            total += -(pos - math.log(math.exp(pos) + sum(math.exp(x) for x in negs)))
+            n += 1
+    assert n == cand.label_col.numel()
+    assert loss.item() == pytest.approx(total / n, rel=1e-5)
+    assert (logits == MASK_VALUE).any()
+
+
+def test_batches_that_are_not_teacher_forced_are_rejected():
+    b = batch_from_windows([[1, 2, 3]], max_len=2)
+    b.targets[0, 0] = 3
+    with pytest.raises(ValueError, match="teacher-forced"):
+        build_candidates(b.input_ids, b.targets)
+
+
+def test_last_position_only_batches_are_supported():
+    b = batch_from_windows([[1, 2, 3], [4, 5]], max_len=2)
+    b.targets[:, :-1] = 0
+    cand = build_candidates(b.input_ids, b.targets)
+    assert cand.label_col.tolist() == [4, 5]  # the appended last targets
+    assert cand.col_items[cand.label_col].tolist() == [3, 5]

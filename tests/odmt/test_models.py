@@ -1,0 +1,160 @@
+"""ODMT's item tower masks and initialisation, its training step and scores, and the SASRec+EF/LF baselines."""
+
+import numpy as np
+import pytest
+import torch
+
+from modalrec.errors import ParamError
+from modalrec.models import build_model
+from modalrec.models.odmt import cls_features
+
+from .helpers import batch_from_windows, context, random_windows
+
+N, MAX_LEN = 40, 6
+
+
+
+
+
+def test_id_mask_keeps_modality_outputs_id_free():
+    ctx = context(N, MAX_LEN)
+    ids = torch.arange(1, N + 1)
+    for id_mask, expect_free in [(True, True), (False, False)]:
+        torch.manual_seed(0)
+        m = build_model("odmt", {"id_mask": id_mask}, ctx).eval()
+        before = m.tower(ids)
+        with torch.no_grad():
+            m.tower.id_emb.weight.add_(torch.randn_like(m.tower.id_emb.weight))
+        after = m.tower(ids)
+        assert not torch.allclose(before["id"], after["id"])  # the ID token does read the ID embedding
+        for b in ("text", "image"):
+            assert torch.allclose(before[b], after[b], atol=1e-6) == expect_free, (id_mask, b)
+
+
+def test_modality_tokens_cannot_attend_the_id_token_but_the_id_token_attends_all():
+    ctx = context(N, MAX_LEN)
+    torch.manual_seed(0)
+    m = build_model("odmt", {}, ctx).eval()
+    ids = torch.arange(1, 5)
+    # changing only image tokens changes the ID output (ID attends to them) and the text output (shared IMT)
+    base = m.tower(ids)
+    img = ctx.tokens["image"]
+    img.tokens = np.array(img.tokens)
+    img.tokens[1:5] += np.float16(1.0)
+    moved = m.tower(ids)
+    assert not torch.allclose(base["id"], moved["id"])
+    assert not torch.allclose(base["text"], moved["text"])
+
+
+def test_id_initialisation_from_cls_features():
+    ctx = context(N, MAX_LEN, same_width=True)
+    t, v = cls_features(ctx.tokens["text"]), cls_features(ctx.tokens["image"])
+    w = {init: build_model("odmt", {"id_init": init}, ctx).tower.id_emb.weight.detach().numpy()
+         for init in ("avg", "text", "image", "random")}
+    np.testing.assert_allclose(w["avg"][1:], (t[1:] + v[1:]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(w["text"][1:], t[1:], rtol=1e-6)
+    np.testing.assert_allclose(w["image"][1:], v[1:], rtol=1e-6)
+    assert w["random"].shape == (N + 1, 64) and not np.allclose(w["random"][1:, :16], t[1:])
+    # different widths: the paper's fallback (concatenation), recorded in init_note
+    m = build_model("odmt", {"id_init": "avg"}, context(N, MAX_LEN))
+    assert m.tower.id_emb.weight.shape[1] == 16 + 12 and "concatenated" in m.tower.init_note
+
+
+def test_global_token_is_the_masked_mean_for_grids_without_cls():
+    ctx = context(N, MAX_LEN)
+    img = ctx.tokens["image"]
+    img.meta["cls_token"] = False
+    g = cls_features(img)
+    np.testing.assert_allclose(g[3], img.tokens[3].astype(np.float32).mean(0), rtol=1e-5)
+    torch.manual_seed(0)
+    m = build_model("odmt", {}, ctx).eval()
+    x, mask = m.tower._tokens("image", torch.tensor([3, 4]), torch.device("cpu"))
+    assert x.shape[1] == img.tokens.shape[1] + 1 and bool(mask.all())
+
+
+def test_training_reads_only_the_batch_items():
+    ctx = context(N, MAX_LEN)
+    torch.manual_seed(0)
+    m = build_model("odmt", {}, ctx)
+    seen = []
+    orig = m.tower.forward
+    m.tower.forward = lambda ids: seen.append(ids.clone()) or orig(ids)
+    b = batch_from_windows([[1, 2, 3], [3, 7, 7, 9]], MAX_LEN)
+    m.loss(b)["loss"].backward()
+    assert [s.tolist() for s in seen] == [[1, 2, 3, 7, 9]]
+
+
+@pytest.mark.parametrize("tower_batch", [7, 1000])
+def test_scores_are_the_branch_average_and_chunking_does_not_matter(tower_batch):
+    ctx = context(N, MAX_LEN)
+    torch.manual_seed(0)
+    m = build_model("odmt", {"tower_batch": tower_batch}, ctx).eval()
+    ids = batch_from_windows(random_windows(5, N, 3), MAX_LEN).input_ids
+    branches = m.score_branches(ids)
+    assert set(branches) == {"text", "image", "id"}
+    s = m.score_all(ids)
+    assert s.shape == (5, N + 1) and torch.isinf(s[:, 0]).all()
+    assert torch.allclose(s[:, 1:], torch.stack([v[:, 1:] for v in branches.values()]).mean(0))
+    torch.manual_seed(0)
+    ref = build_model("odmt", {"tower_batch": 1000}, ctx).eval()
+    assert torch.allclose(s[:, 1:], ref.score_all(ids)[:, 1:], atol=1e-4)
+    # the catalogue cache is dropped when the model trains again
+    assert m._catalogue is not None
+    m.train()
+    assert m._catalogue is None
+
+
+def test_rampup_weight_follows_the_epoch_hook():
+    m = build_model("odmt", {"alpha": 20.0}, context(N, MAX_LEN))
+    m.on_epoch_start(1)
+    w1 = m.kd_weight
+    m.on_epoch_start(20)
+    assert w1 == pytest.approx(0.011, abs=1e-3) and m.kd_weight == 1.0
+
+
+VARIANTS = {
+    "odmt": {},
+    "text_init": {"id_init": "text"}, "image_init": {"id_init": "image"}, "no_init": {"id_init": "random"},
+    "no_id_mask": {"id_mask": False},
+    "no_imt1": {"tower": "separate", "tower_layers": 2}, "no_imt2": {"tower": "separate", "tower_layers": 1},
+    "no_od": {"objective": "late_fusion"}, "no_id": {"use_id": False, "id_init": "random"},
+    "kl_detached": {"kd_form": "kl", "detach_teacher": True},
+}
+
+
+@pytest.mark.parametrize("arch,cfg", [("odmt", c) for c in VARIANTS.values()] + [("sasrec_lf", {}), ("sasrec_ef", {})],
+                         ids=list(VARIANTS) + ["sasrec_lf", "sasrec_ef"])
+def test_one_epoch_smoke(arch, cfg):
+    """A short epoch of AdamW steps: finite losses that go down, gradients reaching the tower and encoders."""
+    ctx = context(N, MAX_LEN, same_width=True)
+    torch.manual_seed(0)
+    m = build_model(arch, dict(cfg), ctx)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.1)
+    windows = random_windows(16, N, 5)
+    m.on_epoch_start(1)
+    losses = []
+    for step in range(8):
+        batch = batch_from_windows(windows, MAX_LEN)
+        out = m.loss(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        if step == 0:
+            assert all(p.grad is not None for n, p in m.named_parameters() if "users" in n or "heads" in n), arch
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+        opt.step()
+        losses.append(out["loss"].item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    m.eval()
+    s = m.score_all(batch.input_ids)
+    assert s.shape == (16, N + 1) and torch.isfinite(s[:, 1:]).all()
+
+
+def test_bad_options_name_the_parameter():
+    with pytest.raises(ParamError, match="models.odmt.tower"):
+        build_model("odmt", {"tower": "nope"}, context(N, MAX_LEN))
+    with pytest.raises(ParamError, match="models.odmt.modalities"):
+        ctx = context(N, MAX_LEN)
+        del ctx.tokens["image"]
+        build_model("odmt", {}, ctx)
+    with pytest.raises(ParamError, match="models.sasrec_ef.objective"):
+        build_model("sasrec_ef", {"objective": "online_distill"}, context(N, MAX_LEN))
