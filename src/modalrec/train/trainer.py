@@ -1,0 +1,248 @@
+"""One training loop for every model.
+
+Per epoch: ``model.on_epoch_start(epoch)`` -> per-group LR multipliers -> all-position batches (shuffled by
+(seed, epoch)) -> validation (and test when ``track_test``) -> optional ``epoch_callback`` (extra logs, e.g. KDSR's
+modality-forgetting analysis) -> dvclive -> ``best.pt`` when the monitored metric improves -> ``last.pt``.
+
+``last.pt`` holds the model, optimizer, scaler, epoch, early-stopping state, history and every RNG state, so a run
+interrupted after epoch e and resumed finishes with exactly the weights of an uninterrupted run (on CPU; tested).
+A finished run's ``last.pt`` is marked ``finished`` and never resumed: running again retrains from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.batching import EvalInstances, TrainWindows, train_batches
+from ..errors import ParamError
+from ..evaluate.protocol import EvalConfig, evaluate
+from ..io import write_json
+from ..models.base import SeqRecModel
+from . import checkpoint as ckpt
+from .schedules import LRSchedule
+
+EpochCallback = Callable[[int, SeqRecModel, dict[str, float]], "dict[str, float] | None"]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw
+    clip_grad: float | None = 5.0  # max gradient norm; None = off
+    patience: int = 5  # epochs without improvement of `monitor` before stopping; 0 = never stop early
+    monitor: str | None = "valid/ndcg@10"  # "<valid|test>/<metric>"; None = keep the last epoch
+    amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler); ignored on CPU
+    track_test: bool = False  # also evaluate test every epoch (needed by evaluate.select_on: test_max)
+    resume: bool = True  # resume from an unfinished last.pt with the same fingerprint
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ParamError("train.optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
+        for k in ("epochs", "batch_size"):
+            if int(getattr(self, k)) < 1:
+                raise ParamError(f"train.{k}", "must be >= 1")
+        if not self.lr > 0:
+            raise ParamError("train.lr", "must be > 0")
+        if self.monitor is not None:
+            split = self.monitor.split("/", 1)[0]
+            if split not in ("valid", "test") or "/" not in self.monitor:
+                raise ParamError("train.monitor", f"must look like 'valid/ndcg@10', got {self.monitor!r}")
+            if split == "test" and not self.track_test:
+                raise ParamError("train.monitor", "monitoring test needs train.track_test: true")
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any], key: str = "train") -> "TrainConfig":
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise ParamError(f"{key}.{unknown[0]}", f"unknown trainer option; known: {sorted(names)}")
+        return cls(**section)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_value: float | None
+    epochs_run: int
+    history: list[dict[str, float]]
+    resumed_from: int  # 0 = fresh start
+    seconds: float
+
+
+class Trainer:
+    def __init__(self, model: SeqRecModel, windows: TrainWindows, cfg: TrainConfig, out_dir: str | Path,
+                 seed: int, valid: EvalInstances | None = None, test: EvalInstances | None = None,
+                 eval_cfg: EvalConfig | None = None, device: str | torch.device = "cpu",
+                 lr_schedule: LRSchedule | None = None, epoch_callback: EpochCallback | None = None,
+                 fingerprint: str = "", live: bool = True, progress: bool = True):
+        self.model, self.windows, self.cfg = model, windows, cfg
+        self.out = Path(out_dir)
+        self.seed, self.valid, self.test = int(seed), valid, test
+        self.eval_cfg = eval_cfg or EvalConfig()
+        self.device = torch.device(device)
+        self.lr_schedule, self.epoch_callback = lr_schedule, epoch_callback
+        self.fingerprint, self.use_live, self.progress = fingerprint, live, progress
+        if cfg.monitor is not None:
+            split = cfg.monitor.split("/", 1)[0]
+            inst = valid if split == "valid" else test
+            if inst is None or len(inst) == 0:
+                raise ParamError("train.monitor", f"{cfg.monitor!r} but the split has no {split} instances "
+                                                  "(set train.monitor: null, or use a split with a validation part)")
+
+    # -- pieces --
+    def _optimizer(self) -> torch.optim.Optimizer:
+        groups = self.model.param_groups(self.cfg.lr)
+        for g in groups:
+            g.setdefault("name", "all")
+            g["base_lr"] = g["lr"]
+        cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
+        return cls(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def _apply_schedule(self, opt: torch.optim.Optimizer, epoch: int) -> None:
+        for g in opt.param_groups:
+            mult = 1.0 if self.lr_schedule is None else float(self.lr_schedule(epoch, g["name"]))
+            g["lr"] = g["base_lr"] * mult
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.cfg.amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    def _eval_all(self) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for name, inst in (("valid", self.valid), ("test", self.test if self.cfg.track_test else None)):
+            if inst is not None and len(inst):
+                res = evaluate(self.model, inst, self.eval_cfg, self.device, progress=self.progress)
+                logs.update({f"{name}/{k}": v for k, v in res.metrics.items()})
+        return logs
+
+    # -- the loop --
+    def fit(self, stop_after: int | None = None) -> TrainResult:
+        """Train until ``cfg.epochs`` or early stopping. ``stop_after`` ends this call after that many epochs
+        (a clean interruption, used to test resume)."""
+        cfg, model = self.cfg, self.model
+        self.out.mkdir(parents=True, exist_ok=True)
+        t_start = time.perf_counter()
+        ckpt.seed_everything(self.seed)
+        model.to(self.device)
+        opt = self._optimizer()
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.amp
+                                      and not torch.cuda.is_bf16_supported())
+        state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad": 0, "history": []}
+        resumed_from = 0
+        last = self.out / "last.pt"
+        if cfg.resume and last.exists():
+            prev = ckpt.load(last)
+            if not prev.get("finished") and prev.get("fingerprint") == self.fingerprint:
+                model.load_state_dict(prev["model"])
+                opt.load_state_dict(prev["optimizer"])
+                scaler.load_state_dict(prev["scaler"])
+                state = prev["state"]
+                ckpt.set_rng_state(prev["rng"])
+                resumed_from = state["epoch"]
+                print(f"resuming from {last} after epoch {resumed_from}")
+        live = None
+        if self.use_live:
+            from dvclive import Live
+
+            live = Live(str(self.out / "dvclive"), resume=resumed_from > 0, dvcyaml=False, save_dvc_exp=False)
+        stopped = False
+        ran = 0
+        try:
+            for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+                model.on_epoch_start(epoch)
+                self._apply_schedule(opt, epoch)
+                logs = {"train/loss": self._train_epoch(opt, scaler, epoch)}
+                logs.update({f"lr/{g['name']}": g["lr"] for g in opt.param_groups})
+                logs.update(self._eval_all())
+                if self.epoch_callback is not None:
+                    logs.update(self.epoch_callback(epoch, model, dict(logs)) or {})
+                improved = self._early_stopping(state, epoch, logs)
+                if improved:
+                    ckpt.save(self.out / "best.pt", {"model": ckpt.state_copy(model), "epoch": epoch,
+                                                     "monitor": cfg.monitor, "value": logs.get(cfg.monitor or "")})
+                state["history"].append({"epoch": epoch, **logs})
+                if live is not None:
+                    for k, v in logs.items():
+                        live.log_metric(k, float(v))
+                    live.next_step()
+                stopped = cfg.monitor is not None and cfg.patience > 0 and state["bad"] >= cfg.patience
+                self._save_last(opt, scaler, state, finished=stopped or epoch == cfg.epochs)
+                mon = f" {cfg.monitor}={logs[cfg.monitor]:.4f}" if cfg.monitor in logs else ""
+                print(f"epoch {epoch}: loss={logs['train/loss']:.4f}{mon}" + (" *" if improved else ""), flush=True)
+                ran += 1
+                if stopped or (stop_after is not None and ran >= stop_after):
+                    break
+        finally:
+            if live is not None:
+                live.end()
+        write_json(self.out / "history.json", state["history"])
+        best = None if state["best_epoch"] == 0 or cfg.monitor is None else state["best_value"]
+        return TrainResult(state["best_epoch"], best, state["epoch"], state["history"], resumed_from,
+                           time.perf_counter() - t_start)
+
+    def _early_stopping(self, state: dict, epoch: int, logs: dict[str, float]) -> bool:
+        if self.cfg.monitor is None:  # keep the last epoch
+            state["best_epoch"], state["epoch"] = epoch, epoch
+            return True
+        value = float(logs[self.cfg.monitor])
+        state["epoch"] = epoch
+        if value > state["best_value"] or state["best_epoch"] == 0:
+            state["best_value"], state["best_epoch"], state["bad"] = value, epoch, 0
+            return True
+        state["bad"] += 1
+        return False
+
+    def _save_last(self, opt, scaler, state: dict, finished: bool) -> None:
+        ckpt.save(self.out / "last.pt", {"model": ckpt.state_copy(self.model), "optimizer": opt.state_dict(),
+                                         "scaler": scaler.state_dict(), "state": state, "rng": ckpt.rng_state(),
+                                         "fingerprint": self.fingerprint, "finished": finished})
+
+    def _train_epoch(self, opt: torch.optim.Optimizer, scaler, epoch: int) -> float:
+        model, cfg = self.model, self.cfg
+        model.train()
+        n_batches = -(-len(self.windows) // cfg.batch_size)
+        total, count, seqs, t0 = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(train_batches(self.windows, cfg.batch_size, self.seed, epoch), total=n_batches,
+                   desc=f"epoch {epoch}", leave=False, disable=None if self.progress else True)
+        for batch in bar:
+            batch = batch.to(self.device)
+            with self._autocast():
+                out = model.loss(batch)
+            loss = out["loss"] if isinstance(out, dict) else out
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} (lower train.lr or set clip_grad)")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(opt)
+            scaler.update()
+            total += loss.item()
+            count += 1
+            seqs += batch.input_ids.shape[0]
+            bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.perf_counter() - t0):.0f}")
+        return total / max(count, 1)
+
+
+def history_metrics(history: list[dict[str, float]], split: str) -> list[dict[str, float]]:
+    """The per-epoch ``<split>/<metric>`` values of a history, with the prefix removed."""
+    p = f"{split}/"
+    return [{k[len(p):]: v for k, v in row.items() if k.startswith(p)} for row in history]
+
+
+def as_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
