@@ -1,0 +1,13 @@
+"""DVC stage `train_odmt`: train one ODMT-family model (odmt, ablations, sasrec_ef, sasrec_lf) for one seed."""
+import argparse
+
+from modalrec.cli_utils import run_main
+from modalrec.params import load_params
+from modalrec.stages.train_odmt import run
+
+p = argparse.ArgumentParser(description=__doc__)
+p.add_argument("--params", default="params.yaml")
+p.add_argument("--model", required=True, help="a model listed in odmt.models")
+p.add_argument("--seed", type=int, default=None, help="default: base.seed")
+a = p.parse_args()
+run_main(lambda: run(load_params(a.params), model=a.model, seed=a.seed))
