@@ -66,6 +66,20 @@ class SeqRecModel(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called by the trainer with the 1-based epoch (ramp-ups, LR warm-ups)."""
 
+    @classmethod
+    def required_inputs(cls, cfg: Any) -> list[str]:
+        """The cached inputs the train/evaluate stages must load into :class:`ModelContext` for this config:
+        ``features/<modality>`` (encode cache), ``compressed/<modality>`` (AE codes m~), ``tokens/<modality>``
+        (token-level cache) and ``teacher`` (KDSR codebooks). Only these become the stage's inputs.
+        The default reads ``cfg.item_repr`` / ``cfg.modalities``; models with other needs override it."""
+        kind = getattr(cfg, "item_repr", "id")
+        mods = list(getattr(cfg, "modalities", []) or [])
+        if kind == "frozen":
+            return [f"features/{m}" for m in mods]
+        if kind == "tuned":
+            return [f"compressed/{m}" for m in mods]
+        return []
+
 
 _REGISTRY: dict[str, type[SeqRecModel]] = {}
 
@@ -94,6 +108,16 @@ def make_config(cls: type[SeqRecModel], cfg: dict[str, Any], key: str) -> Any:
     if unknown:
         raise ParamError(f"{key}.{unknown[0]}", f"unknown option for this model; known: {sorted(names)}")
     return cls.Config(**cfg)
+
+
+def model_class(name: str, arch: str | None = None) -> type[SeqRecModel]:
+    """The registered class for a params entry ``models.<name>`` (``arch`` defaults to ``name``)."""
+    from . import _load_all  # noqa: F401
+
+    arch = arch or name
+    if arch not in _REGISTRY:
+        raise ParamError(f"models.{name}.arch", f"unknown model {arch!r}; available: {sorted(_REGISTRY)}")
+    return _REGISTRY[arch]
 
 
 def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | None = None) -> SeqRecModel:
