@@ -1,0 +1,163 @@
+"""CDL losses against hand / loop computations on tiny batches; pairs and masks."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.errors import ParamError
+from modalrec.losses.cdl import CDL, CDLConfig, pair_mask, unique_items, upper_pairs
+
+from .helpers import MatrixTeacher, random_teacher
+
+
+def test_unique_items_sorted_deduplicated_padding_masked():
+    ids = torch.tensor([[0, 0, 3, 1, 3], [2, 2, 2, 2, 2], [0, 0, 0, 0, 4]])
+    u = unique_items(ids)
+    assert u.tolist() == [[1, 3], [0, 2], [0, 4]]  # U = 2 = most unique items in a row, not L = 5
+
+
+def test_pair_mask_diagonal_switch_and_padding():
+    items = torch.tensor([[0, 2, 5]])
+    with_diag = pair_mask(items, diagonal=True)[0]
+    no_diag = pair_mask(items, diagonal=False)[0]
+    assert with_diag.tolist() == [[False, False, False], [False, True, True], [False, True, True]]
+    assert no_diag.tolist() == [[False, False, False], [False, False, True], [False, True, False]]
+    b, i, j, w = upper_pairs(pair_mask(items, True))
+    assert list(zip(i.tolist(), j.tolist(), w.tolist())) == [(1, 1, 1.0), (1, 2, 2.0), (2, 2, 1.0)]
+
+
+def _identity_cdl(teacher, dim, **kw):
+    cfg = CDLConfig(modalities=["image"], weights={"image": [1.0, 0.0]}, **kw)
+    cdl = CDL(cfg, teacher, dim=dim)
+    with torch.no_grad():
+        cdl.proj["image"].weight.copy_(torch.eye(dim))
+        cdl.proj["image"].bias.zero_()
+    return cdl
+
+
+def test_frobenius_by_hand():
+    # items 1, 2 with embeddings (1, 0) and (1, 1): student cos = 1/sqrt(2); teacher r_12 = 0.2, r_11 = r_22 = 1
+    E = nn.Embedding(3, 2)
+    with torch.no_grad():
+        E.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]))
+    R = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.2], [0.0, 0.2, 1.0]])
+    t = MatrixTeacher({"image": R}, {"image": torch.zeros(3, 3, dtype=torch.long)}, n_codes=2)
+    cdl = _identity_cdl(t, 2, tau=1.5, holistic_loss="frobenius")
+    out = cdl(torch.tensor([[0, 1, 2, 1]]), {"image": E})
+    diff = 1 / math.sqrt(2) - 0.2
+    expect = math.sqrt(2 * diff ** 2 / 1.5 ** 2 + 1e-8)  # the diagonal pairs agree exactly (cos = 1 = r_ii)
+    assert out["cdl/image_holistic"].item() == pytest.approx(expect, rel=1e-5)
+    assert out["cdl"].item() == pytest.approx(expect, rel=1e-5)
+
+
+def test_soft_match_by_hand():
+    E = nn.Embedding(3, 2)
+    with torch.no_grad():
+        E.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]))
+    R = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.2], [0.0, 0.2, 1.0]])
+    t = MatrixTeacher({"image": R}, {"image": torch.zeros(3, 3, dtype=torch.long)}, n_codes=2)
+    tau = 1.5
+    cdl = _identity_cdl(t, 2, tau=tau, holistic_loss="soft_match")
+    out = cdl(torch.tensor([[1, 2]]), {"image": E})
+    c = 1 / math.sqrt(2)
+    # each row: softmax([1, c]/τ) for the student, softmax([1, 0.2]/τ) for the teacher; 4 pairs, symmetric rows
+    ps = 1 / (1 + math.exp((c - 1) / tau))
+    pt = 1 / (1 + math.exp((0.2 - 1) / tau))
+    expect = 4 * (ps - pt) ** 2 / 4
+    assert out["cdl/image_holistic"].item() == pytest.approx(expect, rel=1e-5)
+
+
+def _loop_reference(ids, tables, cdl, teacher, diagonal):
+    """Ordered pairs of unique items per sequence, by explicit loops."""
+    res = {}
+    for m in cdl.cfg.modalities:
+        E = tables[m].weight
+        hol_terms, code_terms, soft_terms, n_soft = [], [], 0.0, 0
+        for row in ids.tolist():
+            items = sorted(set(x for x in row if x > 0))
+            pairs = [(a, b) for a in items for b in items if diagonal or a != b]
+            if not pairs:
+                continue
+            sq = 0.0
+            rows = {}
+            for a, b in pairs:
+                za, zb = cdl.proj[m](E[a]), cdl.proj[m](E[b])
+                rh = F.cosine_similarity(za, zb, dim=0, eps=1e-8)
+                r = teacher.R[m][a, b]
+                sq = sq + ((rh - r) / cdl.cfg.tau) ** 2
+                rows.setdefault(a, []).append((rh, r))
+                logit = cdl.code_head[m]((E[a] - E[b]).abs())
+                code_terms.append(F.cross_entropy(logit[None], teacher.C[m][a, b][None]))
+            hol_terms.append(torch.sqrt(sq + 1e-8))
+            for vals in rows.values():
+                s = torch.softmax(torch.stack([v[0] for v in vals]) / cdl.cfg.tau, 0)
+                t = torch.softmax(torch.stack([v[1] for v in vals]) / cdl.cfg.tau, 0)
+                soft_terms = soft_terms + ((s - t) ** 2).sum()
+                n_soft += len(vals)
+        res[f"{m}_frob"] = torch.stack(hol_terms).mean()
+        res[f"{m}_soft"] = soft_terms / n_soft
+        res[f"{m}_code"] = torch.stack(code_terms).mean()
+    return res
+
+
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_all_losses_match_loop_reference(diagonal):
+    torch.manual_seed(0)
+    n, d = 9, 6
+    teacher = random_teacher(n, n_codes=4, seed=1)
+    tables = {m: nn.Embedding(n + 1, d, padding_idx=0) for m in ("image", "text")}
+    ids = torch.tensor([[0, 0, 3, 1, 3, 7], [2, 5, 2, 9, 8, 4], [0, 0, 0, 0, 0, 6], [0, 1, 1, 1, 2, 1]])
+    weights = {"image": [2.0, 0.5], "text": [0.25, 3.0]}
+    for form in ("frobenius", "soft_match"):
+        cfg = CDLConfig(weights=weights, tau=1.5, holistic_loss=form, diagonal=diagonal)
+        torch.manual_seed(1)
+        cdl = CDL(cfg, teacher, dim=d)
+        out = cdl(ids, tables)
+        ref = _loop_reference(ids, tables, cdl, teacher, diagonal)
+        key = "frob" if form == "frobenius" else "soft"
+        total = 0.0
+        for m in ("image", "text"):
+            assert out[f"cdl/{m}_holistic"].item() == pytest.approx(ref[f"{m}_{key}"].item(), rel=1e-4, abs=1e-7)
+            assert out[f"cdl/{m}_code"].item() == pytest.approx(ref[f"{m}_code"].item(), rel=1e-5)
+            total += weights[m][0] * ref[f"{m}_{key}"].item() + weights[m][1] * ref[f"{m}_code"].item()
+        assert out["cdl"].item() == pytest.approx(total, rel=1e-4)
+        out["cdl"].backward()  # gradients reach the trainable modality tables
+        assert tables["image"].weight.grad.abs().sum() > 0
+        tables["image"].weight.grad = None
+
+
+def test_two_layer_projection_parity_and_weight_zero_drops_heads():
+    teacher = random_teacher(5)
+    cdl = CDL(CDLConfig(weights={"image": [1.0, 0.0], "text": [0.0, 1.0]}, proj_layers=2), teacher, dim=4)
+    assert isinstance(cdl.proj["image"], nn.Sequential) and len(cdl.proj["image"]) == 2
+    assert "text" not in cdl.proj and "image" not in cdl.code_head
+    assert cdl.code_head["text"][-1].out_features == teacher.n_codes
+
+
+def test_pair_tensors_bounded_by_the_batch_not_the_catalogue():
+    n, d = 1000, 4
+    teacher = random_teacher(n, n_codes=3)
+    tables = {m: nn.Embedding(n + 1, d) for m in ("image", "text")}
+    cdl = CDL(CDLConfig(), teacher, dim=d)
+    ids = torch.zeros(3, 20, dtype=torch.long)
+    ids[0, -4:] = torch.tensor([10, 500, 10, 999])  # 3 unique
+    ids[1, -2:] = torch.tensor([7, 8])
+    ids[2, -1] = 3
+    cdl(ids, tables)
+    # i <= j valid pairs only: 6 + 3 + 1 per call, never N x N nor B x L x L
+    assert max(teacher.calls) == 10
+
+
+def test_bad_parameters_name_the_key():
+    teacher = random_teacher(3)
+    with pytest.raises(ParamError, match="holistic_loss"):
+        CDL(CDLConfig(holistic_loss="mse"), teacher, dim=4)
+    with pytest.raises(ParamError, match="tau"):
+        CDL(CDLConfig(tau=0), teacher, dim=4)
+    with pytest.raises(ParamError, match="weights.text"):
+        CDL(CDLConfig(weights={"image": [1, 1]}), teacher, dim=4)
+    with pytest.raises(ParamError, match="teacher"):
+        CDL(CDLConfig(), None, dim=4)
