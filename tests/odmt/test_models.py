@@ -158,3 +158,25 @@ def test_bad_options_name_the_parameter():
         build_model("odmt", {}, ctx)
     with pytest.raises(ParamError, match="models.sasrec_ef.objective"):
         build_model("sasrec_ef", {"objective": "online_distill"}, context(N, MAX_LEN))
+
+
+def test_real_memory_mapped_token_caches(tmp_path):
+    """The encode stage's writer/loader: read-only fp16 views, one training step and scores through them."""
+    from modalrec.encode.cache import TokenWriter, load_tokens
+    from modalrec.models.base import ModelContext
+    from modalrec.models.odmt import ODMT
+
+    rng = np.random.default_rng(0)
+    caches = {}
+    for m, (T, d) in {"text": (5, 16), "image": (4, 12)}.items():
+        with TokenWriter(tmp_path / f"{m}_tokens.arrow", N, T, d) as w:
+            w.write(np.arange(1, N + 1), rng.standard_normal((N, T, d)), np.ones((N, T), bool))
+            w.close({"family": "test"})
+        caches[m] = load_tokens(tmp_path / f"{m}_tokens.arrow")
+        assert caches[m].tokens.dtype == np.float16 and not caches[m].tokens.flags.writeable
+    assert ODMT.required_inputs(ODMT.Config()) == ["tokens/text", "tokens/image"]
+    ctx = ModelContext(n_items=N, max_len=MAX_LEN, tokens=caches, item_counts=torch.ones(N + 1))
+    torch.manual_seed(0)
+    m = build_model("odmt", {}, ctx)
+    m.loss(batch_from_windows(random_windows(4, N, 1), MAX_LEN))["loss"].backward()
+    assert torch.isfinite(m.eval().score_all(torch.tensor([[0, 1, 2, 3, 4, 5]]))[:, 1:]).all()

@@ -299,6 +299,11 @@ class ODMT(SeqRecModel):
         self._pending: tuple[Tensor, dict[str, Tensor]] | None = None
         self.to(ctx.device)
 
+    @classmethod
+    def required_inputs(cls, cfg: ODMTConfig) -> list[str]:
+        """Only the token-level caches of the modalities used (the train stage memory-maps them)."""
+        return [f"tokens/{m}" for m in cfg.modalities]
+
     # -- hooks -----------------------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         self.kd_weight = rampup_weight(epoch, self.cfg.alpha)
@@ -414,6 +419,7 @@ class ODMT(SeqRecModel):
 
     def score_all(self, input_ids: Tensor) -> Tensor:
         """The ensemble: the average of the branches' raw scores (paper-notes §3.8)."""
+        self._pending = None
         branches = self.score_branches(input_ids)
         self._pending = (input_ids, branches)
         return torch.stack(list(branches.values())).mean(dim=0)

@@ -1,0 +1,146 @@
+"""ODMT / SASRec+LF / SASRec+EF throughput and memory at the default size (params.yaml models.* and odmt.train).
+
+Builds fp16 token caches of the default shapes (EfficientNet-Lite0 tokens [N+1, 50, 1280], MiniLM tokens
+[N+1, 30, 384]; random values, written with the encode stage's TokenWriter and memory-mapped with load_tokens, unless
+the real caches of --dataset exist), then times training steps on random training windows of 13 items and one
+full-catalogue evaluation. Prints sequences/s, items/s of the tower, peak RSS and anonymous (non-file) memory:
+token rows are read from the memory map and only the rows a step needs become float, so anonymous memory stays far
+below a float32 copy of the catalogue (also printed).
+
+    python benchmarks/odmt.py [--n-items 1000] [--steps 10] [--threads 2] [--models odmt sasrec_lf sasrec_ef]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from modalrec.data.batching import TrainWindows, train_batches  # noqa: E402
+from modalrec.encode.cache import TokenWriter, load_tokens  # noqa: E402
+from modalrec.models import ModelContext, build_model  # noqa: E402
+from modalrec.params import load_params  # noqa: E402
+from modalrec.stages.train_odmt import resolve  # noqa: E402
+
+
+def proc_mem_mb() -> dict[str, float]:
+    """Current RSS split into anonymous and file-backed pages (Linux /proc), in MiB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "RssAnon", "RssFile"):
+            out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def make_cache(path: Path, n_items: int, T: int, d: int, seed: int, ragged: bool) -> None:
+    rng = np.random.default_rng(seed)
+    with TokenWriter(path, n_items, T, d) as w:
+        for s in range(1, n_items + 1, 512):
+            ids = np.arange(s, min(s + 512, n_items + 1))
+            tok = rng.standard_normal((len(ids), T, d), dtype=np.float32).astype(np.float16)
+            mask = np.ones((len(ids), T), dtype=bool)
+            if ragged:
+                mask = np.arange(T)[None] < rng.integers(4, T + 1, size=len(ids))[:, None]
+            w.write(ids, tok, mask)
+        w.close({"family": "benchmark-random"})
+
+
+def windows(n_users: int, n_items: int, seed: int, max_len: int) -> TrainWindows:
+    """Training windows of the loo_window split (13 train items at most), Zipf-like item popularity."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    p /= p.sum()
+    lengths = rng.integers(3, max_len + 2, size=n_users)
+    items = np.zeros((n_users, max_len + 1), dtype=np.int64)
+    for u, n in enumerate(lengths):
+        items[u, max_len + 1 - n:] = rng.choice(n_items, size=n, p=p) + 1
+    return TrainWindows(items=items, lengths=lengths, users=np.arange(n_users), max_len=max_len)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-items", type=int, default=1000, help="catalogue size (synthetic default: 1000)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", nargs="+", default=["odmt", "sasrec_lf", "sasrec_ef"])
+    ap.add_argument("--dataset", default=None, help="use data/features/<dataset>/*_tokens.arrow when they exist")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    params = load_params(ROOT / "params.yaml")
+    max_len = 12
+    tmp = tempfile.TemporaryDirectory(prefix="odmt-bench-")
+    feat = ROOT / "data" / "features" / (a.dataset or "")
+    if a.dataset and (feat / "text_tokens.arrow").exists() and (feat / "image_tokens.arrow").exists():
+        paths = {m: feat / f"{m}_tokens.arrow" for m in ("text", "image")}
+    else:
+        paths = {"text": Path(tmp.name) / "text_tokens.arrow", "image": Path(tmp.name) / "image_tokens.arrow"}
+        t0 = time.perf_counter()
+        make_cache(paths["text"], a.n_items, 30, 384, 1, ragged=True)
+        make_cache(paths["image"], a.n_items, 50, 1280, 2, ragged=False)
+        print(f"built random fp16 caches for N={a.n_items} in {time.perf_counter() - t0:.1f}s")
+    tokens = {m: load_tokens(p) for m, p in paths.items()}
+    n_items = tokens["text"].n_items
+    fp16_mb = sum(c.tokens.nbytes for c in tokens.values()) / 2**20
+    print(f"caches: text {tokens['text'].tokens.shape}, image {tokens['image'].tokens.shape}; "
+          f"fp16 on disk {fp16_mb:.0f} MiB, a float32 copy would be {2 * fp16_mb:.0f} MiB")
+    wins = windows(4096, n_items, 0, max_len)
+    counts = torch.from_numpy(np.bincount(wins.items.ravel(), minlength=n_items + 1)).float()
+    counts[0] = 0
+    ctx = ModelContext(n_items=n_items, max_len=max_len, tokens=tokens, item_counts=counts)
+    base_anon = proc_mem_mb()["RssAnon"]
+    print(f"threads={a.threads}  (shared machines inflate these timings)")
+    for name in a.models:
+        entry = resolve(params, name, "synthetic")["models"][name]
+        train_cfg = entry.pop("train")
+        entry.pop("evaluate", None)
+        arch = entry.pop("arch", name)
+        torch.manual_seed(0)
+        model = build_model(name, entry, ctx, arch=arch)
+        opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+        model.train()
+        model.on_epoch_start(1)
+        it = train_batches(wins, int(train_cfg["batch_size"]), 0, 1)
+        seqs, t_train = 0, 0.0
+        for step, batch in zip(range(a.steps + 1), it):
+            t0 = time.perf_counter()
+            loss = model.loss(batch)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if step:  # the first step warms up allocators and the page cache
+                t_train += time.perf_counter() - t0
+                seqs += batch.input_ids.shape[0]
+        model.eval()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.catalogue()
+            t_cat = time.perf_counter() - t0
+            users = torch.from_numpy(wins.items[:1024, 1:])
+            model.score_all(users[:64])  # warm-up
+            t0 = time.perf_counter()
+            model.score_all(users)
+            t_score = time.perf_counter() - t0
+        mem = proc_mem_mb()
+        print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
+              f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring {1024 / t_score:7.0f} users/s"
+              f" | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
+              f"caches loaded; file-backed {mem['RssFile']:.0f})")
+        del model, opt
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"summary: peak RSS {peak:.0f} MiB for N={n_items} (fp16 caches {fp16_mb:.0f} MiB, float32 copy would be "
+          f"{2 * fp16_mb:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
