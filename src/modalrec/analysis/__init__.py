@@ -1,0 +1,1 @@
+"""Analyses run during or after training (KDSR modality forgetting)."""

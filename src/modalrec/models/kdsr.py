@@ -1,0 +1,139 @@
+"""KDSR (ECIR'24): any backbone with trainable modality tables + Correlation Distillation Learning.
+
+``loss = backbone loss + Σ_modality (λ_S · L_S + λ_C · L_C)`` (Eq. 7, per-modality weights), returned as a dict
+with the parts for logging. Scoring, item representations and the modality/ID tables are the backbone's: at
+inference KDSR costs exactly what its backbone costs (§3.4).
+
+``backbone`` is a registered model: ``sasrec`` / ``gru4rec`` (forced to ``item_repr: tuned`` on the CDL
+modalities, i.e. the paper's SASRM / GRU4Rec with fine-tuned modality embeddings), ``mmsr`` (the paper's Amazon
+backbone) or ``kdsr_graph`` (the released code's backbone). ``backbone_cfg`` holds that backbone's own options.
+
+Asynchronous training (``async_*``) is not applied by the model: the ``train_kdsr`` stage turns these fields into
+the trainer's LR schedule (:func:`modalrec.train.async_lr.async_schedule`) on the ``modality_tables`` group
+that the backbone's :meth:`param_groups` names. They live here so they are recorded with the run's options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ParamError
+from ..losses.cdl import CDL, CDLConfig
+from .base import Batch, ModelContext, SeqRecModel, build_model, make_config, model_class, register_model
+
+REPR_BACKBONES = ("sasrec", "gru4rec")  # ItemRepr backbones: CDL needs item_repr=tuned
+BACKBONES = REPR_BACKBONES + ("mmsr", "kdsr_graph")
+
+
+@register_model("kdsr")
+class KDSR(SeqRecModel):
+    @dataclass
+    class Config:
+        backbone: str = "sasrec"  # sasrec | gru4rec | mmsr | kdsr_graph
+        backbone_cfg: dict[str, Any] = field(default_factory=dict)
+        # --- CDL (modalrec.losses.cdl.CDLConfig)
+        modalities: list[str] = field(default_factory=lambda: ["image", "text"])
+        weights: dict[str, list[float]] = field(default_factory=lambda: {"image": [1.0, 0.5], "text": [1.0, 0.5]})
+        tau: float = 1.5
+        holistic_loss: str = "soft_match"
+        diagonal: bool = True
+        proj_layers: int = 1
+        xi: str | None = None
+        # --- asynchronous training of the modality tables (applied by the train_kdsr stage)
+        async_lr: str = "linear"  # linear (paper) | constant (released code, ε/4) | none (w/o AT)
+        async_start: float = 0.1
+        async_epochs: int = 10
+        async_factor: float = 0.25
+        preset: str | None = None  # the kdsr.presets entry these values came from (recorded only)
+
+    def __init__(self, cfg: "KDSR.Config", ctx: ModelContext):
+        super().__init__()
+        key = f"models.{getattr(self, 'registry_name', 'kdsr')}"
+        self.cfg = cfg
+        arch, bcfg = backbone_config(cfg, key)
+        self.backbone = build_model(f"{getattr(self, 'registry_name', 'kdsr')}.backbone_cfg", bcfg, ctx, arch)
+        tables = self.backbone.modality_tables()
+        missing = [m for m in cfg.modalities if m not in tables]
+        if missing:
+            raise ParamError(f"{key}.modalities", f"backbone {arch!r} has no trainable {missing[0]!r} table")
+        dims = {tables[m].weight.shape[1] for m in cfg.modalities}
+        if len(dims) > 1:
+            raise ParamError(f"{key}.modalities", f"modality tables differ in width {sorted(dims)}")
+        ccfg = cdl_config(cfg)
+        self.cdl = CDL(ccfg, ctx.teacher, dim=dims.pop() if dims else 128, key=key) if uses_teacher(cfg) else None
+
+    # -- training
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        base = self.backbone.loss(batch)
+        parts = dict(base) if isinstance(base, dict) else {"loss": base}
+        rec = parts.pop("loss")
+        out = {f"rec/{k}" if not k.startswith("rec") else k: v for k, v in parts.items()}
+        out["rec"] = rec.detach()
+        total = rec
+        if self.cdl is not None:
+            c = self.cdl(batch.input_ids, self.backbone.modality_tables())
+            total = rec + c.pop("cdl")
+            out.update(c)
+        out["loss"] = total
+        return out
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        groups = self.backbone.param_groups(lr)
+        if not any(g.get("name") == "modality_tables" for g in groups):
+            raise ParamError("models.<name>.backbone", "the backbone does not name a 'modality_tables' group")
+        if self.cdl is not None:
+            groups.append({"params": [p for p in self.cdl.parameters() if p.requires_grad], "lr": lr, "name": "cdl"})
+        return groups
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.backbone.on_epoch_start(epoch)
+
+    # -- inference and hooks: the backbone's
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        return self.backbone.score_all(input_ids)
+
+    def item_representations(self) -> Tensor:
+        return self.backbone.item_representations()
+
+    def modality_tables(self) -> dict[str, nn.Embedding]:
+        return self.backbone.modality_tables()
+
+    def id_table(self) -> nn.Embedding:
+        return self.backbone.id_table()
+
+    @classmethod
+    def required_inputs(cls, cfg: Any) -> list[str]:
+        arch, bcfg = backbone_config(cfg, "models.<name>")
+        bcls = model_class(arch, arch)
+        needs = list(bcls.required_inputs(make_config(bcls, bcfg, "models.<name>.backbone_cfg")))
+        needs += [f"compressed/{m}" for m in cfg.modalities if f"compressed/{m}" not in needs]
+        if uses_teacher(cfg):
+            needs.append("teacher")
+        return needs
+
+
+def uses_teacher(cfg: KDSR.Config) -> bool:
+    """False for "w/o both" (every weight 0): the run is the backbone alone and needs no teacher."""
+    return any(float(v) > 0 for m in cfg.modalities for v in (cfg.weights.get(m) or [0, 0]))
+
+
+def cdl_config(cfg: KDSR.Config) -> CDLConfig:
+    return CDLConfig(modalities=list(cfg.modalities), weights={m: list(cfg.weights[m]) for m in cfg.weights},
+                     tau=cfg.tau, holistic_loss=cfg.holistic_loss, diagonal=cfg.diagonal,
+                     proj_layers=cfg.proj_layers, xi=cfg.xi)
+
+
+def backbone_config(cfg: KDSR.Config, key: str) -> tuple[str, dict[str, Any]]:
+    """The backbone's registered name and options; ItemRepr backbones get ``item_repr: tuned`` on the modalities."""
+    if cfg.backbone not in BACKBONES:
+        raise ParamError(f"{key}.backbone", f"must be one of {BACKBONES}, got {cfg.backbone!r}")
+    bcfg = dict(cfg.backbone_cfg or {})
+    if cfg.backbone in REPR_BACKBONES:
+        if bcfg.get("item_repr", "tuned") != "tuned":
+            raise ParamError(f"{key}.backbone_cfg.item_repr", "KDSR distils into trainable tables: must be 'tuned'")
+        bcfg["item_repr"] = "tuned"
+        bcfg.setdefault("modalities", list(cfg.modalities))
+    return cfg.backbone, bcfg

@@ -1,0 +1,168 @@
+"""``mmsr``: the KDSR paper's best Amazon backbone (MMSR, CIKM'23), with per-item modality nodes so CDL has
+trainable modality embeddings to supervise (paper-notes §2; KDSR §3.3 "initializing e_a, e_b, e_v as distinct
+node types").
+
+Graph per sequence: for each unique item one **item** node (ID embedding) and one node per modality (its row
+of the trainable table initialised from m̃). Edges:
+
+- homogeneous (relations 1-4: self/out/in/both): the sequence's transitions, repeated among the item nodes, among
+  the image nodes and among the text nodes (one relational GAT shared by the node types);
+- heterogeneous: each node to the other-type nodes of the *same* item (item↔image, item↔text, image↔text, the
+  code's relations 5-10) plus itself, by multi-head-free QKV attention with a learned bias per (type, type).
+
+A layer composes both orders asymmetrically, ``homo(hete(h))`` and ``hete(homo(h))``, mixed by a softmax gate
+(MMSR's ``asy_mask`` fusion; K and V get their own projections here, not the released code's K = V = Q). Nodes
+start from ``W_pt [x; type embedding; position embedding]`` (position = mean distance from the end of the
+positions where the item occurs).
+
+Sequence representation (KDSR Eq. 6): long-term ``h_l`` = mean of the item-node states over the positions,
+short-term ``h_s = Σ α_i h_i`` over the last ``q`` positions with ``α = softmax(W2 ReLU(W1 h_i))``,
+``P = W3 [h_s; h_l]``. Scores: ``P · e_v`` with the ID embeddings. Trained on every prefix of a window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ParamError
+from .base import Batch, ModelContext, SeqRecModel, register_model
+from ._session_graph import RGATLayer, prefix_instances, session_graph
+from .kdsr_graph import modality_table
+
+
+class HeteLayer(nn.Module):
+    """Attention over the T type-nodes of the same item ``[B, U, T, d]`` with a learned bias per type pair."""
+
+    def __init__(self, dim: int, n_types: int, dropout: float):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.zeros(n_types, n_types))
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        att = self.q(x) @ self.k(x).transpose(-1, -2) / math.sqrt(x.shape[-1]) + self.bias
+        att = F.dropout(torch.softmax(att, -1), self.dropout, self.training)
+        return att @ self.v(x)
+
+
+class MMSRLayer(nn.Module):
+    def __init__(self, dim: int, n_types: int, dropout: float):
+        super().__init__()
+        self.homo = RGATLayer(dim, 4, dropout)
+        self.hete = HeteLayer(dim, n_types, dropout)
+        self.gate = nn.Linear(2 * dim, 2)
+
+    def _homo(self, x: Tensor, rel: Tensor) -> Tensor:  # the same transition graph in every node type
+        return torch.stack([self.homo(x[:, :, t], rel) for t in range(x.shape[2])], 2)
+
+    def forward(self, x: Tensor, rel: Tensor) -> Tensor:
+        a = self._homo(self.hete(x), rel)  # hete -> homo
+        b = self.hete(self._homo(x, rel))  # homo -> hete
+        w = torch.softmax(self.gate(torch.cat([a, b], -1)), -1)
+        return w[..., :1] * a + w[..., 1:] * b
+
+
+@register_model("mmsr")
+class MMSR(SeqRecModel):
+    @dataclass
+    class Config:
+        dim: int = 128  # must equal the width of m̃ (compress.dim)
+        modalities: list[str] = field(default_factory=lambda: ["image", "text"])
+        layers: int = 1
+        q: int = 3  # short-term window (last q positions)
+        dropout_atten: float = 0.2
+        dropout_local: float = 0.4
+        max_len: int | None = None
+
+    def __init__(self, cfg: "MMSR.Config", ctx: ModelContext):
+        super().__init__()
+        key = f"models.{getattr(self, 'registry_name', 'mmsr')}"
+        self.cfg = cfg
+        self.max_len = cfg.max_len or ctx.max_len
+        if cfg.q < 1 or cfg.layers < 1:
+            raise ParamError(f"{key}.q" if cfg.q < 1 else f"{key}.layers", "must be >= 1")
+        d = cfg.dim
+        self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0)
+        nn.init.normal_(self.id_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.id_emb.weight[0].zero_()
+        self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities})
+        for m, t in self.tables.items():
+            if t.weight.shape[1] != d:
+                raise ParamError(f"{key}.dim", f"must equal the width of the {m} codes ({t.weight.shape[1]})")
+        n_types = 1 + len(cfg.modalities)
+        self.type_emb = nn.Embedding(n_types, d)
+        self.pos_emb = nn.Embedding(self.max_len, d)
+        nn.init.normal_(self.type_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        self.w_pos_type = nn.Linear(3 * d, d)
+        self.layers = nn.ModuleList(MMSRLayer(d, n_types, cfg.dropout_atten) for _ in range(cfg.layers))
+        self.drop = nn.Dropout(cfg.dropout_local)
+        self.W1, self.W2 = nn.Linear(d, d), nn.Linear(d, 1)
+        self.W3 = nn.Linear(2 * d, d)
+
+    def user_vectors(self, input_ids: Tensor) -> Tensor:
+        input_ids = input_ids[:, -self.max_len:]
+        B, L = input_ids.shape
+        nodes, alias, rel = session_graph(input_ids)
+        U = nodes.shape[1]
+        valid_pos = input_ids > 0
+        # mean distance-from-the-end of the positions where each node's item occurs
+        dist = (L - 1 - torch.arange(L, device=input_ids.device)).float().expand(B, L) * valid_pos
+        tot = torch.zeros(B, U, device=input_ids.device).scatter_add_(1, alias, dist)
+        cnt = torch.zeros(B, U, device=input_ids.device).scatter_add_(1, alias, valid_pos.float())
+        pos = self.pos_emb((tot / cnt.clamp(min=1)).round().long().clamp(max=self.max_len - 1))  # [B, U, d]
+        x = torch.stack([self.id_emb(nodes)] + [self.tables[m](nodes) for m in self.cfg.modalities], 2)
+        T = x.shape[2]
+        types = self.type_emb.weight[None, None].expand(B, U, T, -1)
+        h = self.w_pos_type(torch.cat([x, types, pos[:, :, None].expand(-1, -1, T, -1)], -1))
+        node_ok = (nodes > 0)[:, :, None, None]
+        for layer in self.layers:
+            h = self.drop(layer(h, rel)) * node_ok
+        items = h[:, :, 0]  # item-node states
+        seq_h = items.gather(1, alias.unsqueeze(-1).expand(-1, -1, items.shape[-1]))  # [B, L, d]
+        m = valid_pos.unsqueeze(-1).float()
+        h_long = (seq_h * m).sum(1) / m.sum(1).clamp(min=1)
+        recent = valid_pos.clone()
+        recent[:, : max(L - self.cfg.q, 0)] = False
+        a = self.W2(torch.relu(self.W1(seq_h))).squeeze(-1).masked_fill(~recent, -1e9)
+        h_short = (torch.softmax(a, 1).unsqueeze(-1) * seq_h).sum(1)
+        return self.W3(torch.cat([h_short, h_long], -1))
+
+    def loss(self, batch: Batch) -> Tensor:
+        ids, tgt = prefix_instances(batch.input_ids, batch.targets)
+        logits = self.user_vectors(ids) @ self.id_emb.weight.t()
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits.float(), tgt)
+
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        s = self.user_vectors(input_ids) @ self.id_emb.weight.t()
+        s[:, 0] = float("-inf")
+        return s
+
+    def item_representations(self) -> Tensor:
+        return self.id_emb.weight
+
+    def modality_tables(self) -> dict[str, nn.Embedding]:
+        return dict(self.tables.items())
+
+    def id_table(self) -> nn.Embedding:
+        return self.id_emb
+
+    def param_groups(self, lr: float) -> list[dict]:
+        tables = [t.weight for t in self.tables.values()]
+        seen = {id(p) for p in tables} | {id(self.id_emb.weight)}
+        rest = [p for p in self.parameters() if id(p) not in seen]
+        groups = [{"params": [self.id_emb.weight], "lr": lr, "name": "id"},
+                  {"params": tables, "lr": lr, "name": "modality_tables"},
+                  {"params": rest, "lr": lr, "name": "backbone"}]
+        return [g for g in groups if g["params"]]
+
+    @classmethod
+    def required_inputs(cls, cfg) -> list[str]:
+        return [f"compressed/{m}" for m in cfg.modalities]
