@@ -65,37 +65,42 @@ def resolve(params: dict[str, Any], model: str, dataset: str | None = None) -> d
     return params
 
 
-def schedule_and_probe(params: dict[str, Any], model: str, data_root: str | Path = "data"):
-    """The asynchronous LR schedule and the forgetting probe of a resolved model entry."""
+def model_config(params: dict[str, Any], model: str) -> Any:
+    """The Config object of a resolved ``models.<model>`` entry."""
     from ..models.base import make_config, model_class
-    from ..train.async_lr import async_schedule
 
     entry = get(params, f"models.{model}")
-    arch = entry.get("arch", model)
-    cls = model_class(model, arch)
-    cfg = make_config(cls, {k: v for k, v in entry.items() if k not in ENTRY_ONLY}, f"models.{model}")
-    schedule = None
-    if arch == "kdsr":
-        schedule = async_schedule(cfg.async_lr, cfg.async_start, cfg.async_epochs, cfg.async_factor,
-                                  key=f"models.{model}")
-    probe = None
+    cls = model_class(model, entry.get("arch", model))
+    return make_config(cls, {k: v for k, v in entry.items() if k not in ENTRY_ONLY}, f"models.{model}")
+
+
+def lr_schedule(params: dict[str, Any], model: str):
+    """The asynchronous LR schedule of the modality tables for a resolved entry (None = all groups at ε)."""
+    from ..train.async_lr import async_schedule
+
+    cfg = model_config(params, model)
+    if get(params, f"models.{model}").get("arch", model) != "kdsr":
+        return None
+    return async_schedule(cfg.async_lr, cfg.async_start, cfg.async_epochs, cfg.async_factor, key=f"models.{model}")
+
+
+def forgetting_probe(params: dict[str, Any], model: str, data_root: str | Path = "data"):
+    """The per-epoch modality-forgetting probe (``kdsr.forgetting``), with M = the compress stage's m̃."""
     fcfg = dict(get(params, "kdsr.forgetting", {}) or {})
     unknown = sorted(set(fcfg) - {"enabled", "pairs", "seed"})
     if unknown:
         raise ParamError(f"kdsr.forgetting.{unknown[0]}", "unknown key; known: enabled, pairs, seed")
-    if fcfg.get("enabled", True):
-        from ..analysis.forgetting import ForgettingProbe
-        from ..encode.cache import load_features
+    if not fcfg.get("enabled", True):
+        return None
+    from ..analysis.forgetting import ForgettingProbe
+    from ..encode.cache import load_features
 
-        ds = get(params, "base.dataset")
-        mods = getattr(cfg, "modalities", None) or []
-        ref = {}
-        for m in mods:
-            x, _, _ = load_features(Path(data_root) / "compressed" / ds / f"{m}.parquet")
-            ref[m] = torch.from_numpy(np.ascontiguousarray(x))
-        if ref:
-            probe = ForgettingProbe(ref, int(fcfg.get("pairs", 20000)), int(fcfg.get("seed", 0)))
-    return schedule, probe
+    ds = get(params, "base.dataset")
+    ref = {}
+    for m in getattr(model_config(params, model), "modalities", None) or []:
+        x, _, _ = load_features(Path(data_root) / "compressed" / ds / f"{m}.parquet")
+        ref[m] = torch.from_numpy(np.ascontiguousarray(x))
+    return ForgettingProbe(ref, int(fcfg.get("pairs", 20000)), int(fcfg.get("seed", 0))) if ref else None
 
 
 def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides: Any) -> Path:
@@ -106,5 +111,6 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides
     resolved = resolve(params, model, overrides.get("dataset"))
     if overrides.get("dataset"):
         resolved.setdefault("base", {})["dataset"] = overrides["dataset"]
-    schedule, probe = schedule_and_probe(resolved, model, overrides.get("data_root", "data"))
-    return engine_train.run(resolved, model=model, seed=seed, lr_schedule=schedule, epoch_callback=probe, **overrides)
+    return engine_train.run(resolved, model=model, seed=seed, lr_schedule=lr_schedule(resolved, model),
+                            epoch_callback=forgetting_probe(resolved, model, overrides.get("data_root", "data")),
+                            **overrides)
