@@ -83,10 +83,11 @@ def inbatch_logits(queries: Tensor, columns: Tensor, cand: InBatchCandidates, lo
     ``queries [Q, d]`` are the user vectors at the query positions, ``columns [C, d]`` the item vectors of the
     columns. ``log_pop [N+1]`` (see :func:`log_popularity`) or None for no popularity correction.
     """
-    z = queries.float() @ columns.float().T
-    if log_pop is not None:
-        z = z - log_pop[cand.col_items].unsqueeze(0)
-    return z.masked_fill(cand.mask, MASK_VALUE)
+    with torch.autocast(queries.device.type, enabled=False):  # float32 logits even under AMP
+        z = queries.float() @ columns.float().T
+        if log_pop is not None:
+            z = z - log_pop[cand.col_items].unsqueeze(0)
+        return z.masked_fill(cand.mask, MASK_VALUE)
 
 
 def inbatch_ce(logits: Tensor, cand: InBatchCandidates) -> Tensor:
