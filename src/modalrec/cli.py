@@ -69,9 +69,34 @@ def evaluate(model: str = typer.Argument(..., help="a trained model name"), para
 
 
 @app.command()
-def report(params: Path = PARAMS):
-    """Aggregate metrics into reports/summary.md, reports/metrics.json and plots."""
-    _stage("report", params)
+def report(params: Path = PARAMS,
+           exps: bool = typer.Option(False, "--exps", help="first export `dvc exp show --json` for the sweep plot")):
+    """Tables (mean ± std over seeds, significance), plots: reports/summary.md, summary.json, reports/plots/."""
+    _stage("report", params, exps=exps or None)
+
+
+@app.command()
+def recommend(model: str = typer.Argument(..., help="a trained model name (models/<dataset>/<model>/s<seed>/)"),
+              input: Path = typer.Option(..., "--input", "-i", help="JSON lines file of histories"),
+              output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON lines out (default stdout)"),
+              k: int = typer.Option(10, "--k", "-k", help="items per history (a line's own \"k\" wins)"),
+              mask_history: bool = typer.Option(False, "--mask-history", help="never recommend history items"),
+              ids: str = typer.Option("original", help="history ids: original (dataset ids) or internal (1..N)"),
+              seed: Optional[int] = typer.Option(None, help="which seed's run (default: first of base.seeds)"),
+              dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
+              device: str = typer.Option("cpu", help="cpu or cuda"),
+              params: Path = PARAMS):
+    """Top-k recommendations for given histories with a trained model (see docs/report.md)."""
+    def go() -> None:
+        from .params import get
+        from .report.recommend import run as rec
+
+        p = load_params(params)
+        ds = dataset or get(p, "base.dataset")
+        s = seed if seed is not None else (get(p, "base.seeds", None) or [get(p, "base.seed", 2023)])[0]
+        rec(Path("models") / ds / model / f"s{s}", input, output, k, mask_history, ids, device=device)
+
+    run_main(go)
 
 
 def main() -> None:  # pragma: no cover

@@ -49,7 +49,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], method: str = "ttest") -
     if np.all(d == 0):
         return {**out, "statistic": 0.0, "p": 1.0}
     if method == "ttest":
-        if np.all(d == d[0]):  # constant non-zero difference: zero variance, infinitely significant
+        if np.ptp(d) <= 1e-12 * np.abs(d).max():  # constant non-zero difference (up to rounding): zero variance
             return {**out, "statistic": math.copysign(math.inf, d[0]), "p": 0.0}
         r = stats.ttest_rel(a, b)
     else:
