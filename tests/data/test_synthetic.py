@@ -140,6 +140,7 @@ def test_attribute_predictor_beats_item_predictor(small):
     assert r.n_test > 0 and r.n_test_rare > 0
     assert m["attribute"]["ndcg"] > 1.5 * m["item_bigram"]["ndcg"]
     assert m["attribute"]["hr_rare"] > m["item_bigram"]["hr_rare"]
+    assert m["attribute"]["ndcg"] > m["item_cooc"]["ndcg"]
     assert m["item_bigram"]["ndcg"] > m["popularity"]["ndcg"]
 
 
@@ -181,3 +182,12 @@ def test_default_encoders_see_the_attributes(repo_root):
         assert col["knn"] > 2 * col["chance"], (enc, col)
         assert probe[enc]["colour"] > 0.6, (enc, probe[enc])
     assert probe["text"]["material"] > 0.6, probe["text"]
+
+
+def test_params_yaml_options_are_valid(repo_root):
+    """The `datasets.synthetic.options` in params.yaml are accepted by the generator (keys and values)."""
+    from modalrec.params import get, load_params
+
+    opts = get(load_params(repo_root / "params.yaml"), "datasets.synthetic.options", {})
+    cfg = syn.make_config(**opts)
+    assert cfg.n_items >= 1

@@ -449,7 +449,8 @@ def _sequences(interactions: pl.DataFrame, item_index: dict[str, int]) -> list[n
 
 
 def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, test_frac: float = 0.2,
-                       k: int = 10, rare_max: int = 5, smoothing: float = 0.5) -> LearnabilityResult:
+                       k: int = 10, rare_max: int = 5, smoothing: float = 0.5, history: int = 20,
+                       cooc_weight: float = 1.0) -> LearnabilityResult:
     """Compare an item-level predictor (item bigram + popularity back-off) with an attribute-level one.
 
     Split as the ``ratio`` split does: per user the first ``1 - test_frac`` of the sequence is training, each later
@@ -458,6 +459,8 @@ def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, tes
     - ``popularity``: training item counts.
     - ``item_bigram``: counts of (previous item -> item) pairs, backed off to popularity (what an ID-only model can
       learn at best from the last item; hopeless for items rarely seen in training).
+    - ``item_cooc``: the bigram scores plus item co-occurrence with each of the last ``history`` items (item-kNN;
+      a user's taste from the whole history, still only item identities).
     - ``attribute``: P(category | previous category) x P(colour | user's history) x P(material | user's history) x
       P(item | its cell) with add-``smoothing`` counts (what a model that sees the content can learn).
 
@@ -484,6 +487,16 @@ def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, tes
     # Sparse bigram table as sorted pair codes.
     codes, bcounts = np.unique(prev_a * N + nxt_a, return_counts=True)
     row_ptr = np.searchsorted(codes, np.arange(N + 1) * N)
+    # Symmetric within-sequence co-occurrence (item-kNN on the training parts): captures a user's taste from the
+    # whole history, still at the level of item identities.
+    co = []
+    for s_, nt in zip(seqs, n_trains):
+        t = s_[:nt]
+        a_, b_ = np.meshgrid(t, t, indexing="ij")
+        off = ~np.eye(len(t), dtype=bool)
+        co.append(a_[off] * N + b_[off])
+    co_codes, co_counts = np.unique(np.concatenate(co), return_counts=True) if co else (np.zeros(0, np.int64),) * 2
+    co_ptr = np.searchsorted(co_codes, np.arange(N + 1) * N)
     cat_trans = np.full((n_cat, n_cat), smoothing)
     np.add.at(cat_trans, (cat[prev_a], cat[nxt_a]), 1)
     cat_trans /= cat_trans.sum(1, keepdims=True)
@@ -492,7 +505,7 @@ def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, tes
     p_item_in_cell = (counts + smoothing) / cell_tot[cell]
     pop = (counts + smoothing) / (counts.sum() + smoothing * N)
 
-    names = ["popularity", "item_bigram", "attribute"]
+    names = ["popularity", "item_bigram", "item_cooc", "attribute"]
     hits = {n: [] for n in names}
     gains = {n: [] for n in names}
     rare = []
@@ -510,6 +523,11 @@ def learnability_check(interactions: pl.DataFrame, attributes: pl.DataFrame, tes
             a, b = row_ptr[last], row_ptr[last + 1]
             bg[codes[a:b] - last * N] += bcounts[a:b]
             scores["item_bigram"] = bg
+            cs = bg.copy()
+            for h in hist[-history:]:
+                a, b = co_ptr[h], co_ptr[h + 1]
+                cs[co_codes[a:b] - h * N] += cooc_weight * co_counts[a:b] / (counts[h] + 1.0)
+            scores["item_cooc"] = cs
             pc = np.bincount(col[hist], minlength=n_col) + smoothing
             pm = np.bincount(mat[hist], minlength=n_mat) + smoothing
             scores["attribute"] = (cat_trans[cat[last]][cat] * (pc / pc.sum())[col] * (pm / pm.sum())[mat]
