@@ -56,16 +56,24 @@ def distill(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, h
 
 @app.command()
 def train(model: str = typer.Argument(..., help="a model name from params.yaml `models`"), params: Path = PARAMS,
-          dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
-    """Train one model; write models/<dataset>/<model>/."""
-    _stage("train", params, model=model, dataset=dataset)
+          dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
+          seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
+    """Train one model (resuming an interrupted run); write models/<dataset>/<model>/s<seed>/."""
+    _stage("train", params, model=model, dataset=dataset, seed=seed)
 
 
 @app.command()
 def evaluate(model: str = typer.Argument(..., help="a trained model name"), params: Path = PARAMS,
-             dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
-    """Full-ranking evaluation; write reports/<dataset>/<model>/metrics.json."""
-    _stage("evaluate", params, model=model, dataset=dataset)
+             dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
+             seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
+    """Full-ranking evaluation; write reports/<dataset>/<model>/s<seed>/{metrics.json,per_user.parquet}."""
+    _stage("evaluate", params, model=model, dataset=dataset, seed=seed)
+
+
+@app.command()
+def metrics(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
+    """Collect reports/<dataset>/*/s*/metrics.json into the flat reports/metrics.json."""
+    _stage("metrics", params, dataset=dataset)
 
 
 @app.command()
