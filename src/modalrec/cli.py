@@ -76,6 +76,21 @@ def metrics(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, h
     _stage("metrics", params, dataset=dataset)
 
 
+@app.command("train-odmt")
+def train_odmt(model: str = typer.Argument("odmt", help="an ODMT-family run (odmt, sasrec_ef, sasrec_lf, ablations)"),
+               seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds"), params: Path = PARAMS):
+    """Train an ODMT-family run with the `odmt` params section folded in (= DVC stage train_odmt)."""
+    _stage("train_odmt", params, model=model, seed=seed)
+
+
+@app.command("evaluate-odmt")
+def evaluate_odmt(model: str = typer.Argument("odmt", help="a trained ODMT-family run"),
+                  seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds"),
+                  params: Path = PARAMS):
+    """Evaluate an ODMT-family run (history masked, per-user, @10/@20, per-branch metrics; = evaluate_odmt)."""
+    _stage("evaluate_odmt", params, model=model, seed=seed)
+
+
 @app.command()
 def report(params: Path = PARAMS,
            exps: bool = typer.Option(False, "--exps", help="first export `dvc exp show --json` for the sweep plot")):
