@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from modalrec.evaluate.metrics import compute_metrics
+from modalrec.stages.evaluate import per_user_table
+from modalrec.stages.report import train_counts_from_split
 from modalrec.io import write_json, write_parquet
 
 N_ITEMS = 40
@@ -34,6 +36,11 @@ def make_split(root: Path, ds: str = "toy") -> np.ndarray:
     return np.asarray(targets)
 
 
+def train_counts(root: Path, ds: str) -> np.ndarray:
+    counts = train_counts_from_split(root / "data" / "prepared" / ds / "split.parquet")
+    return np.pad(counts, (0, N_ITEMS + 1 - len(counts)))
+
+
 def write_run(root: Path, ds: str, model: str, seed: int, ranks: np.ndarray, targets: np.ndarray,
               protocol: dict | None = None, branches: dict | None = None, curves: dict | None = None) -> Path:
     d = root / "reports" / ds / model / f"s{seed}"
@@ -44,9 +51,10 @@ def write_run(root: Path, ds: str, model: str, seed: int, ranks: np.ndarray, tar
         test.update({f"{b}/{k}": v for k, v in compute_metrics(r, proto["ks"]).items()})
     write_json(d / "metrics.json", {"dataset": ds, "model": model, "protocol": proto,
                                     "valid": {"ndcg@10": test["ndcg@10"]}, "test": test, "n_test": len(ranks)})
-    write_parquet(d / "per_user.parquet", pa.table({
-        "user": pa.array(users, pa.int32()), "position": pa.array(np.full(len(ranks), 6), pa.int32()),
-        "target": pa.array(targets, pa.int32()), "rank": pa.array(ranks, pa.int64())}))
+    # the evaluate stage's own writer, so the report reads exactly the engine's columns
+    inst = SimpleNamespace(users=users, positions=np.full(len(ranks), 6), targets=np.asarray(targets))
+    res = SimpleNamespace(ranks=np.asarray(ranks), branch_ranks={b: np.asarray(r) for b, r in (branches or {}).items()})
+    write_parquet(d / "per_user.parquet", per_user_table(inst, res, train_counts(root, ds)))
     live = root / "models" / ds / model / f"s{seed}" / "dvclive" / "plots" / "metrics"
     for name, vals in (curves or {"train/loss": [3.0, 2.5, 2.2], "valid/ndcg@10": [0.1, 0.15, 0.17]}).items():
         p = live / f"{name}.tsv"

@@ -95,6 +95,10 @@ def test_popularity_group_zero_is_unseen_items(fixture_runs):
     pop = summary["analyses"]["toy"]["popularity"][0]
     # make_split: every 5th user's test target is item 40, never in training -> 6 of 30 instances in group 0
     assert pop["instances"][0] == 6 and sum(pop["instances"]) == 30 and pop["groups"] == 3
+    # without the split, the training counts recorded in per_user.parquet (target_train_count) are used
+    (fixture_runs / "data" / "prepared" / "toy" / "split.parquet").unlink()
+    pop2 = _run(fixture_runs, fixture_params(seeds=(1,)))["analyses"]["toy"]["popularity"][0]
+    assert pop2["instances"][0] == 6 and sum(pop2["instances"]) == 30
 
 
 def test_sweep_and_missing_inputs_are_skipped_with_notes(fixture_runs):
