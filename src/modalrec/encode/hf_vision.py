@@ -74,8 +74,9 @@ def build(cfg: EncoderConfig, kind: str, key: str) -> Encoder:
     transform = processor_transform(processor) if processor is not None else preset_transform(preprocess,
                                                                                               cfg.image_size)
     device = pick_device(cfg.device)
-    model.eval().to(device)
     is_conv = config.model_type in ("resnet", "convnext", "convnextv2", "regnet", "efficientnet", "mobilenet_v2")
+    layout = torch.channels_last if is_conv else torch.contiguous_format    # oneDNN's fast conv layout
+    model.eval().to(device, memory_format=layout)
 
     def _features(out) -> torch.Tensor:
         if pooling == "logits":
@@ -103,7 +104,8 @@ def build(cfg: EncoderConfig, kind: str, key: str) -> Encoder:
     @torch.inference_mode()
     def forward(x: torch.Tensor):
         with autocast(device, cfg.precision):
-            out = model(pixel_values=x.to(device), output_hidden_states=cfg.layer != -1)
+            out = model(pixel_values=x.to(device).contiguous(memory_format=layout),
+                        output_hidden_states=cfg.layer != -1)
         f = _features(out).float()
         if pooling == "tokens":
             return f, torch.ones(f.shape[:2], dtype=torch.bool)
