@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
         print(f"encoder separation on {s['n']} sampled items (5-NN share with the same attribute vs chance); "
               f"encode {s['image']:.1f}s images ({s['n'] / s['image']:.1f} img/s), {s['text']:.1f}s texts:")
         for enc, res in sep["knn"].items():
-            print(f"  {enc:<10} " + "  ".join(f"{a}={v['knn']:.2f} (chance {v['chance']:.2f})" for a, v in res.items()))
+            print(f"  {enc:<10} " + "  ".join(f"{a}={v['knn']:.2f} (chance {v['chance']:.3f})" for a, v in res.items()))
         print("linear probe accuracy (ridge, half train / half test):")
         for enc, res in sep["probe"].items():
             print(f"  {enc:<10} " + "  ".join(f"{a}={v:.2f}" for a, v in res.items()))
