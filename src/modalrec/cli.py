@@ -35,9 +35,10 @@ def prepare(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, h
 
 
 @app.command()
-def encode(params: Path = PARAMS, modality: str = typer.Option(..., help="image or text"),
+def encode(params: Path = PARAMS,
+           modality: str = typer.Option(..., help="image, text, image_tokens or text_tokens (an encode.* entry)"),
            dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
-    """Encode item images or texts into data/features/<dataset>/<modality>.parquet."""
+    """Encode item images or texts into data/features/<dataset>/<modality>.parquet (or <modality>.arrow for tokens)."""
     _stage("encode", params, modality=modality, dataset=dataset)
 
 
