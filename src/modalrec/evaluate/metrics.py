@@ -30,10 +30,10 @@ def target_ranks(scores: Tensor, targets: Tensor, ties: str = "optimistic") -> T
     if ties not in TIES:
         raise ParamError("evaluate.ties", f"must be one of {TIES}, got {ties!r}")
     t = scores.gather(1, targets.view(-1, 1))
-    if ties == "optimistic":
-        return (scores > t).sum(1)
+    if ties == "optimistic":  # (int32 sums are ~3x faster than the default int64 ones on CPU)
+        return torch.gt(scores, t).sum(1, dtype=torch.int32).long()
     # every other item with a score >= the target's (the target itself is excluded by the -1)
-    return (scores >= t).sum(1) - 1
+    return torch.ge(scores, t).sum(1, dtype=torch.int32).long() - 1
 
 
 def metric_arrays(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -82,7 +82,3 @@ def select_test_max(history: Sequence[dict[str, float]]) -> dict[str, float]:
         for k, v in row.items():
             out[k] = max(out.get(k, -np.inf), float(v))
     return out
-
-
-def as_tensor(x: np.ndarray | Tensor) -> Tensor:
-    return x if isinstance(x, Tensor) else torch.as_tensor(x)

@@ -113,7 +113,9 @@ def load_context(r: Resolved, prepared: Any, data_root: str | Path = "data",
         if kind == "teacher":
             continue  # loaded after the compressed codes it needs
         if not path.exists():
-            raise DataError(f"input {need!r} of model {r.name!r} is missing (run its stage first)", path=path)
+            stage = {"features": "encode", "compressed": "compress", "tokens": "encode"}[kind]
+            raise DataError(f"input {need!r} of model {r.name!r} is missing (run the {stage} stage first)",
+                            path=path)
         if kind in ("features", "compressed"):
             from ..encode.cache import load_features
 
