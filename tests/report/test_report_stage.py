@@ -103,7 +103,7 @@ def test_popularity_group_zero_is_unseen_items(fixture_runs):
 
 def test_sweep_and_missing_inputs_are_skipped_with_notes(fixture_runs):
     (fixture_runs / "exps.json").write_text(json.dumps(_exps([(8, 0.30)])))
-    params = fixture_params()
+    params = fixture_params(seeds=(1,))
     params["report"]["sweep"]["exps"] = str(fixture_runs / "exps.json")
     params["train"]["models"].append("not_run_yet")
     summary = _run(fixture_runs, params)
@@ -138,3 +138,30 @@ def test_sweep_points_reads_nested_metrics():
     exps = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": {"kdsr": {"D": 2}}}},
                                          "metrics": {"m.json": {"data": {"toy": {"m": {"test": {"ndcg@10": 0.1}}}}}}}}]
     assert sweep_points(exps, "kdsr.D", {"m": "toy/m/test/ndcg@10"}) == {"m": [(2.0, 0.1, "workspace")]}
+
+
+def test_dvc_plots_definitions_read_the_report_data(fixture_runs, repo_root, tmp_path):
+    """The `plots:` section of the real dvc.yaml renders every curve the report wrote (`dvc plots show --json`)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    _run(fixture_runs, fixture_params(seeds=(1,)))
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    shutil.copytree(fixture_runs / "out" / "plots", repo / "reports" / "plots")
+    plots = yaml.safe_load((repo_root / "dvc.yaml").read_text())["plots"]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([dvc, "init", "-q"], cwd=repo, check=True, env=env)
+    res = subprocess.run([dvc, "plots", "show", "--json"], cwd=repo, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert not out.get("errors")
+    names = list(out["data"])
+    written = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports" / "plots" / "data").rglob("*.tsv"))
+    assert sorted(names) == written and any("popularity" in n for n in names) and any("forgetting" in n for n in names)

@@ -110,6 +110,9 @@ def _significance(tables: list[Table], runs: list[Run], method: str) -> None:
                     continue
                 br = [r for r in mine if r.model == bb]
                 res = compare(pr, br, name, agg, method, cache)
+                if t.protocol.get("select_on") == "test_max" and res.get("units") != "seeds":
+                    res["note"] = ("paper-parity selection: the table shows per-metric maxima over epochs, the test "
+                                   "uses the ranks of the validation-selected checkpoint")
                 t.significance.setdefault(m, {})[name] = {**res, "baseline": bb}
 
 
