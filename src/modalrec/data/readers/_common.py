@@ -1,0 +1,96 @@
+"""Helpers every reader shares: the output contract, opening (gzipped) files, line-numbered errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+from typing import Iterable
+
+import polars as pl
+
+from ...errors import DataError
+
+INTERACTION_SCHEMA = {"user_orig": pl.String, "item_orig": pl.String, "timestamp": pl.Int64, "order": pl.Int64,
+                      "rating": pl.Float32}
+
+
+def find_file(root: Path, *names: str, required: bool = True) -> Path | None:
+    """The first of ``names`` (glob patterns allowed; ``x.json`` also matches ``x.json.gz``) that exists in ``root``."""
+    if root.is_file():
+        return root
+    for name in names:
+        for cand in (name, name + ".gz"):
+            hits = sorted(root.glob(cand))
+            if hits:
+                return hits[0]
+    if required:
+        raise DataError(f"none of {list(names)} found", path=root)
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when the name ends in .gz."""
+    if not path.exists():
+        raise DataError("file not found", path=path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read: {e}", path=path) from None
+
+
+def lines(path: Path, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:
+    """(1-based line number, line without newline) for every non-blank line."""
+    text = read_bytes(path).decode(encoding, errors="strict" if encoding == "utf-8" else "replace")
+    for n, line in enumerate(io.StringIO(text), start=1):
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield n, line
+
+
+def finish_interactions(df: pl.DataFrame) -> pl.DataFrame:
+    """Cast to the reader contract, filling absent optional columns with nulls and ``order`` with the row number."""
+    if "order" not in df.columns:
+        df = df.with_row_index("order")
+    cols = []
+    for c, t in INTERACTION_SCHEMA.items():
+        cols.append(pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c))
+    return df.select(cols)
+
+
+def finish_items(df: pl.DataFrame | None, text_cols: list[str] | None = None) -> pl.DataFrame:
+    """Items table: ``item_orig`` + text columns (String, blank -> null) + ``image_path`` + ``image_bytes``."""
+    if df is None:
+        df = pl.DataFrame({"item_orig": pl.Series([], dtype=pl.String)})
+    text_cols = text_cols if text_cols is not None else [c for c in df.columns
+                                                         if c not in ("item_orig", "image_path", "image_bytes")]
+    cols = [pl.col("item_orig").cast(pl.String)]
+    for c in text_cols:
+        s = pl.col(c).cast(pl.String).str.strip_chars()
+        cols.append(pl.when(s.str.len_chars() > 0).then(s).otherwise(None).alias(c))
+    cols.append(pl.col("image_path").cast(pl.String) if "image_path" in df.columns
+                else pl.lit(None, dtype=pl.String).alias("image_path"))
+    cols.append(pl.col("image_bytes").cast(pl.Binary) if "image_bytes" in df.columns
+                else pl.lit(None, dtype=pl.Binary).alias("image_bytes"))
+    return df.select(cols).unique("item_orig", keep="first", maintain_order=True)
+
+
+def image_paths(ids: pl.Series, folder: Path | None, pattern: str = "{id}.jpg") -> pl.Series:
+    """Absolute path of ``folder/pattern`` per id where that file exists, else null (one directory listing)."""
+    if folder is None:
+        return pl.Series("image_path", [None] * len(ids), dtype=pl.String)
+    if not folder.is_dir():
+        raise DataError("image folder not found", path=folder)
+    folder = folder.resolve()
+    rels = [pattern.format(id=i) for i in ids.to_list()]
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    return pl.Series("image_path", [str(folder / r) if r in present else None for r in rels], dtype=pl.String)
+
+
+def check_columns(df: pl.DataFrame, needed: Iterable[str], path: Path) -> None:
+    for c in needed:
+        if c not in df.columns:
+            raise DataError(f"missing column (have {df.columns})", path=path, column=c)

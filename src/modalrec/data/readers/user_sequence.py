@@ -1,0 +1,39 @@
+"""Chronological ``user_sequence.txt`` (P5 / GRAM release of Amazon 2014 5-core): ``<user> <item_1> <item_2> ...``.
+
+No timestamps, ratings, text or images: ``order`` is the running position over the whole file, so each user's items
+keep their file order. ``path`` is the file or a folder holding ``user_sequence.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ...errors import DataError
+from ._common import find_file, finish_interactions, finish_items, read_bytes
+
+
+def read_user_sequence(path: Path, sep: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    path = find_file(path, "user_sequence.txt")
+    text = read_bytes(path).decode("utf-8", errors="strict") if path else ""
+    users: list[str] = []
+    counts: list[int] = []
+    items: list[str] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        tok = line.split(sep)
+        if len(tok) < 2:
+            raise DataError("expected '<user> <item> [<item> ...]'", path=path, line=n)
+        users.append(tok[0])
+        counts.append(len(tok) - 1)
+        items.extend(tok[1:])
+    if not users:
+        raise DataError("no sequences in file", path=path)
+    inter = pl.DataFrame({"user_orig": pl.Series(np.repeat(np.asarray(users, dtype=object), counts).tolist(),
+                                                 dtype=pl.String),
+                          "item_orig": pl.Series(items, dtype=pl.String)})
+    item_tab = pl.DataFrame({"item_orig": inter["item_orig"].unique(maintain_order=True)})
+    return finish_interactions(inter), finish_items(item_tab, [])
