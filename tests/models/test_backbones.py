@@ -103,3 +103,13 @@ def test_bad_options_name_the_parameter(data):
         build_model("gru4rec", {"item_repr": "frozen"}, no_feat)
     with pytest.raises(ParamError, match="models.x.arch"):
         build_model("x", {}, ctx, arch="nonexistent")
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_sasrec_last_position_scoring_matches_full_forward(data, norm_first):
+    _, _, _, ctx = data
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"dim": 16, "heads": 2, "norm_first": norm_first}, ctx).eval()
+    ids = torch.tensor([[0, 0, 4, 9, 2, 7], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 8]])
+    full = model.encode(ids, model.items.table())[:, -1]
+    torch.testing.assert_close(model.user_vectors(ids), full, atol=1e-5, rtol=1e-5)

@@ -30,9 +30,12 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """``last_only``: queries of the last position only (output ``[B, 1, D]``), for scoring."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, mask, L = q[:, :, -1:], mask[:, :, -1:], 1
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, L, D))
 
@@ -50,11 +53,13 @@ class Block(nn.Module):
                                  nn.Dropout(dropout), nn.Linear(ffn_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, last_only: bool = False) -> Tensor:
+        """``last_only``: compute only the last position's output ``[B, 1, D]`` (keys still see every position)."""
+        res = x[:, -1:] if last_only else x
         if self.norm_first:
-            x = x + self.drop(self.attn(self.ln1(x), mask))
+            x = res + self.drop(self.attn(self.ln1(x), mask, last_only))
             return x + self.drop(self.ffn(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attn(x, mask)))
+        x = self.ln1(res + self.drop(self.attn(x, mask, last_only)))
         return self.ln2(x + self.drop(self.ffn(x)))
 
 
@@ -84,8 +89,9 @@ class SASRecEncoder(nn.Module):
         eye = torch.eye(L, dtype=torch.bool, device=pad.device)
         return ((causal & ~pad[:, None, :]) | eye)[:, None]
 
-    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
-        """``x`` [B, L, d] embedded inputs; ``pad`` [B, L] True at padding positions."""
+    def forward(self, x: Tensor, pad: Tensor, last_only: bool = False) -> Tensor:
+        """``x`` [B, L, d] embedded inputs; ``pad`` [B, L] True at padding positions. ``last_only`` returns only
+        the last position ``[B, 1, d]`` (scoring: the last block runs one query per sequence)."""
         L = x.shape[1]
         if L > self.max_len:
             raise ValueError(f"sequence of length {L} is longer than max_len={self.max_len}")
@@ -93,8 +99,11 @@ class SASRecEncoder(nn.Module):
         keep = (~pad).unsqueeze(-1).to(x.dtype)
         x = self.drop(x + self.pos(pos)) * keep
         mask = self.attention_mask(pad)
-        for blk in self.blocks:
-            x = blk(x, mask) * keep
+        for i, blk in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            x = blk(x, mask, last) * (keep[:, -1:] if last else keep)
+        if last_only and not self.blocks:
+            x = x[:, -1:]
         return self.ln(x)
 
 
@@ -126,7 +135,11 @@ class SASRec(ReprSeqModel):
                                      cfg.act, cfg.norm_first)
         self.emb_drop = nn.Dropout(cfg.dropout if cfg.emb_dropout is None else cfg.emb_dropout)
 
-    def encode(self, input_ids: Tensor, table: Tensor) -> Tensor:
+    def encode(self, input_ids: Tensor, table: Tensor, last_only: bool = False) -> Tensor:
         input_ids = input_ids[:, -self.max_len:]
         x = self.emb_drop(F.embedding(input_ids, table) * self.scale)
-        return self.encoder(x, input_ids == 0)
+        return self.encoder(x, input_ids == 0, last_only)
+
+    def user_vectors(self, input_ids: Tensor, table: Tensor | None = None) -> Tensor:
+        table = self.items.table() if table is None else table
+        return self.encode(input_ids, table, last_only=True)[:, -1]
