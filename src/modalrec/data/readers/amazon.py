@@ -1,0 +1,129 @@
+"""Amazon review data releases (McAuley lab).
+
+- 2014 (``amazon2014``): ``reviews_<Cat>_5.json[.gz]`` (JSON lines: ``reviewerID``, ``asin``, ``overall``,
+  ``unixReviewTime``) and ``meta_<Cat>.json[.gz]`` whose lines are **Python literals** (single quotes), parsed with
+  ``ast.literal_eval``: ``asin``, ``title``, ``brand``, ``categories`` (list of category paths), ``description``.
+- 2018 (``amazon2018``): ``<Cat>_5.json[.gz]`` and ``meta_<Cat>.json[.gz]``, both JSON lines; meta has ``category``
+  (list) and ``description`` (list of strings).
+
+Options: ``category`` (the ``<Cat>`` of the file names; default: the only matching file), ``images`` (a folder of
+``<asin>.jpg``, optional), ``meta`` (false to skip the metadata file). Only the metadata lines of reviewed items are
+parsed (a regex finds the asin first), which makes the multi-GB meta files tractable.
+Text fields: ``title``, ``brand``, ``categories`` (paths joined with " > ", paths separated by "; "),
+``description``.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ...errors import DataError
+from ._common import find_file, finish_interactions, finish_items, image_paths, read_bytes
+
+REVIEW_SCHEMA = {"reviewerID": pl.String, "asin": pl.String, "overall": pl.Float64, "unixReviewTime": pl.Int64}
+_ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
+
+
+def _reviews(path: Path) -> pl.DataFrame:
+    data = read_bytes(path)
+    try:
+        df = pl.read_ndjson(io.BytesIO(data), schema=REVIEW_SCHEMA, ignore_errors=False)
+    except pl.exceptions.PolarsError:
+        df = None
+    if df is None or df["reviewerID"].null_count() or df["asin"].null_count():
+        _find_bad_review(data, path)
+    return df.select(pl.col("reviewerID").alias("user_orig"), pl.col("asin").alias("item_orig"),
+                     pl.col("unixReviewTime").alias("timestamp"), pl.col("overall").alias("rating"))
+
+
+def _find_bad_review(data: bytes, path: Path) -> None:
+    """Locate the first line that is not a JSON object with reviewerID and asin; always raises."""
+    n = 0
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON: {e.msg}", path=path, line=n) from None
+        for c in ("reviewerID", "asin"):
+            if not isinstance(rec, dict) or not isinstance(rec.get(c), str):
+                raise DataError(f"review lacks {c!r}", path=path, line=n, column=c)
+    raise DataError("cannot parse the reviews file", path=path, line=n or None)
+
+
+def _text(v: Any, sep: str = " ") -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        parts = [_text(x, sep) for x in v]
+        s = sep.join(p for p in parts if p)
+        return s or None
+    s = str(v).strip()
+    return s or None
+
+
+def _categories(v: Any) -> str | None:
+    """2014: list of category paths (lists); 2018: one flat list."""
+    if not v:
+        return None
+    if isinstance(v, list) and v and all(isinstance(x, list) for x in v):
+        return _text([" > ".join(str(c) for c in path if c) for path in v], "; ")
+    return _text(v, " > ")
+
+
+def _meta(path: Path, wanted: set[str], literal: bool) -> pl.DataFrame:
+    rows = []
+    for n, line in enumerate(read_bytes(path).decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _ASIN.search(line)
+        if m is None:
+            raise DataError("metadata line without an asin", path=path, line=n, column="asin")
+        if m.group(1) not in wanted:
+            continue
+        try:
+            rec = ast.literal_eval(line) if literal else json.loads(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+            kind = "Python literal" if literal else "JSON"
+            raise DataError(f"malformed {kind}: {e}".splitlines()[0], path=path, line=n) from None
+        if not isinstance(rec, dict):
+            raise DataError("metadata line is not a record", path=path, line=n)
+        rows.append((rec["asin"], _text(rec.get("title")), _text(rec.get("brand")),
+                     _categories(rec.get("categories", rec.get("category"))), _text(rec.get("description"))))
+    return pl.DataFrame(rows, schema={"item_orig": pl.String, "title": pl.String, "brand": pl.String,
+                                      "categories": pl.String, "description": pl.String}, orient="row")
+
+
+def _read(path: Path, year: int, category: str | None, images: str | None, meta: bool):
+    cat = category or "*"
+    rev_name = f"reviews_{cat}_5.json" if year == 2014 else f"{cat}_5.json"
+    rev = find_file(path, rev_name)
+    inter = _reviews(rev).with_row_index("order")
+    items = pl.DataFrame({"item_orig": inter["item_orig"].unique(maintain_order=True)})
+    if meta:
+        if category is None and rev.parent == path:
+            m = re.match(r"(?:reviews_)?(.+)_5\.json", rev.name)
+            cat = m.group(1) if m else "*"
+        mfile = find_file(path if path.is_dir() else path.parent, f"meta_{cat}.json", required=False)
+        if mfile is not None:
+            md = _meta(mfile, set(items["item_orig"].to_list()), literal=year == 2014)
+            items = items.join(md.unique("item_orig", keep="first"), on="item_orig", how="left",
+                               maintain_order="left")
+    items = items.with_columns(image_paths(items["item_orig"], Path(images) if images else None))
+    return finish_interactions(inter), finish_items(items)
+
+
+def read_amazon2014(path: Path, category: str | None = None, images: str | None = None, meta: bool = True):
+    return _read(path, 2014, category, images, meta)
+
+
+def read_amazon2018(path: Path, category: str | None = None, images: str | None = None, meta: bool = True):
+    return _read(path, 2018, category, images, meta)
