@@ -109,7 +109,7 @@ def _read(path: Path, year: int, category: str | None, images: str | None, meta:
     inter = _reviews(rev).with_row_index("order")
     items = pl.DataFrame({"item_orig": inter["item_orig"].unique(maintain_order=True)})
     if meta:
-        if category is None and rev.parent == path:
+        if category is None:  # the <Cat> of the reviews file found
             m = re.match(r"(?:reviews_)?(.+)_5\.json", rev.name)
             cat = m.group(1) if m else "*"
         mfile = find_file(path if path.is_dir() else path.parent, f"meta_{cat}.json", required=False)
