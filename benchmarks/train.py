@@ -145,8 +145,8 @@ def main(argv: list[str]) -> int:
               f"epoch ~{epoch_s:.1f}s")
         model.eval()
         for name, inst in (("ratio-split test", test), ("leave-one-out, every user", loo)):
-            evaluate(model, inst, EvalConfig(batch_size=2048), dev, n_items, progress=False)  # warm-up
-            res = evaluate(model, inst, EvalConfig(batch_size=2048), dev, n_items, progress=False)
+            evaluate(model, inst, EvalConfig(batch_size=512), dev, n_items, progress=False)  # warm-up
+            res = evaluate(model, inst, EvalConfig(batch_size=512), dev, n_items, progress=False)
             print(f"{arch:>8} eval {name}: {len(inst)} instances x {n_items} items in {res.seconds:.2f}s "
                   f"({res.scores_per_second / 1e6:.0f}M scores/s)")
 

@@ -35,7 +35,7 @@ class EvalConfig:
     aggregate: str = "instance"  # instance | user
     ties: str = "optimistic"  # optimistic | pessimistic
     select_on: str = "valid"  # valid | test_max
-    batch_size: int = 1024
+    batch_size: int = 512
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
