@@ -180,3 +180,13 @@ def test_real_memory_mapped_token_caches(tmp_path):
     m = build_model("odmt", {}, ctx)
     m.loss(batch_from_windows(random_windows(4, N, 1), MAX_LEN))["loss"].backward()
     assert torch.isfinite(m.eval().score_all(torch.tensor([[0, 1, 2, 3, 4, 5]]))[:, 1:]).all()
+
+
+def test_single_modality_runs():
+    ctx = context(N, MAX_LEN)
+    del ctx.tokens["image"]
+    with pytest.raises(ParamError, match="models.odmt.id_init"):
+        build_model("odmt", {"modalities": ["text"]}, ctx)
+    m = build_model("odmt", {"modalities": ["text"], "id_init": "text"}, ctx)
+    assert m.branches == ["text", "id"]
+    m.loss(batch_from_windows(random_windows(4, N, 2), MAX_LEN))["loss"].backward()

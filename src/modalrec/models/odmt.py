@@ -85,8 +85,8 @@ def check_config(cfg: ODMTConfig, key: str) -> None:
         raise ParamError(f"{key}.T", f"temperature must be > 0, got {cfg.T}")
     if cfg.fusion == "early" and cfg.objective == "online_distill":
         raise ParamError(f"{key}.objective", "early fusion has a single branch: use 'independent'")
-    if cfg.id_init in ("avg", "text") and "text" not in cfg.modalities or \
-            cfg.id_init in ("avg", "image") and "image" not in cfg.modalities:
+    needs = {"avg": {"text", "image"}, "text": {"text"}, "image": {"image"}}.get(cfg.id_init, set())
+    if cfg.use_id and not needs <= set(cfg.modalities):
         raise ParamError(f"{key}.id_init", f"{cfg.id_init!r} needs the modalities it averages")
 
 
