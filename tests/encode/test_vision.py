@@ -145,13 +145,17 @@ def test_timm_efficientnet_lite0_packaged_weights():
     e = enc("timm", "efficientnet_lite0")
     assert e.dim == 1280 and e.weights_id == "packaged:efficientnet_lite0" and len(e.weights_files) == 1
     flower = Image.fromarray(load_sample_image("flower.jpg"))
-    x = torch.stack([e.transform(flower), e.transform(IMAGES[0])])
-    assert x.shape == (2, 3, 224, 224)
+    x = e.transform(flower).unsqueeze(0)
+    assert x.shape == (1, 3, 224, 224)
     pooled = e.forward(x)
-    tok, mask = enc("timm", "efficientnet_lite0", pooling="tokens").forward(x)
-    assert tok.shape == (2, 50, 1280) and mask.all()
+    assert pooled.shape == (1, 1280)
+    t = enc("timm", "efficientnet_lite0", pooling="tokens")
+    tok, mask = t.forward(x)
+    assert tok.shape == (1, t.n_tokens, 1280) and t.n_tokens == 50 and mask.all()
     torch.testing.assert_close(tok[:, 0], pooled, atol=1e-4, rtol=1e-4)
-    logits = enc("timm", "efficientnet_lite0", pooling="logits").forward(x[:1])
+    lg = enc("timm", "efficientnet_lite0", pooling="logits")
+    logits = lg.forward(x)
+    assert lg.dim == logits.shape[1] == 1000
     assert 985 in logits.topk(3).indices[0].tolist()          # ImageNet class 985 = daisy
 
 

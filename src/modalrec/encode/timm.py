@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from ..errors import ParamError
 from .images import PRESETS, preset_transform
@@ -109,9 +108,12 @@ def build(cfg: EncoderConfig, kind: str, key: str) -> Encoder:
             f = model(x).float()
         return torch.nn.functional.normalize(f, dim=-1) if cfg.normalize else f
 
-    probe = forward(transform(Image.new("RGB", (224, 224))).unsqueeze(0))
-    f = probe[0] if pooling == "tokens" else probe
-    return Encoder(kind="image", dim=int(f.shape[-1]), n_tokens=int(f.shape[1]) if pooling == "tokens" else None,
+    # Shapes from the model's description, not a probe forward (a first CPU forward costs seconds).
+    size = data_cfg["input_size"][1:] if cfg.preprocess in ("auto", "timm") else (cfg.image_size, cfg.image_size)
+    reduction = model.feature_info[-1]["reduction"]
+    n_tokens = 1 + (-(-size[0] // reduction)) * (-(-size[1] // reduction))
+    dim = model.num_classes if pooling == "logits" else model.num_features
+    return Encoder(kind="image", dim=int(dim), n_tokens=n_tokens if pooling == "tokens" else None,
                    forward=forward, transform=transform,
                    weights_id=f"packaged:{cfg.weights}" if origin == "packaged" else cfg.weights,
                    weights_files=weight_files(path), pooling=pooling, preprocessing=preprocessing,
