@@ -2,6 +2,7 @@
 features for the frozen item representation): outputs, recorded protocol, test_max parity, clear errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,7 @@ import torch
 from modalrec.data.prepared import write_prepared
 from modalrec.data.synthetic import generate
 from modalrec.errors import DataError, ParamError
+from modalrec.params import load_params
 from modalrec.stages import evaluate as ev_stage
 from modalrec.stages import metrics as metrics_stage
 from modalrec.stages import train as train_stage
@@ -46,11 +48,12 @@ def roots(tmp_path_factory):
 
 
 def params(**train):
+    """The repository's params.yaml sections, shrunk for speed."""
+    repo = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     return {"base": {"dataset": DS, "seed": 2023, "seeds": [5]},
-            "train": {"models": ["sasrec"], "max_len": 10, "device": "cpu", "epochs": 2, "batch_size": 32,
-                      "lr": 3e-3, "patience": 2, "monitor": "valid/ndcg@10", **train},
-            "evaluate": {"ks": [5, 10, 20], "mask_history": False, "aggregate": "instance", "ties": "optimistic",
-                         "select_on": "valid", "batch_size": 64},
+            "train": {**repo["train"], "max_len": 10, "device": "cpu", "epochs": 2, "batch_size": 32, "lr": 3e-3,
+                      "patience": 2, **train},
+            "evaluate": {**repo["evaluate"], "batch_size": 64},
             "models": {"sasrec": {"arch": "sasrec", "dim": 16},
                        "gru4rec_frozen_text": {"arch": "gru4rec", "dim": 16, "hidden": 16, "item_repr": "frozen",
                                                "modalities": ["text"], "evaluate": {"mask_history": True}},

@@ -31,7 +31,7 @@ from ..train.schedules import LRSchedule
 from ..train.trainer import EpochCallback, TrainConfig, Trainer
 
 ENTRY_KEYS = ("arch", "train", "evaluate")  # keys of models.<name> that are not model Config fields
-TRAIN_KEYS = ("models", "max_len", "device")  # keys of the train section that are not TrainConfig fields
+TRAIN_KEYS = ("models", "models_frozen", "models_tuned", "max_len", "device")  # train keys that aren't TrainConfig fields
 
 
 @dataclasses.dataclass
