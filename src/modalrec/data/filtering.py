@@ -89,8 +89,21 @@ def core_k(users: np.ndarray, items: np.ndarray, user_core: int, item_core: int,
         keep &= ~bad
 
 
-def _codes(s: pl.Series) -> np.ndarray:
-    return (s.rank("dense").cast(pl.Int64) - 1).to_numpy()
+def _codes(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Integer code of each value (0.. in order of first appearance; a hash join, not a string sort) and the
+    distinct values in code order."""
+    s = s.cast(pl.String).rename("k")
+    uniq = s.unique(maintain_order=True)
+    codes = (s.to_frame().join(uniq.to_frame().with_row_index("code"), on="k", how="left", maintain_order="left")
+             ["code"].cast(pl.Int64).to_numpy())
+    return codes, uniq
+
+
+def _sorted_rank(values: pl.Series) -> np.ndarray:
+    """Rank of each value among ``values`` by string order (for ``reindex: sorted``)."""
+    rank = np.empty(len(values), np.int64)
+    rank[values.arg_sort().to_numpy()] = np.arange(len(values))
+    return rank
 
 
 def _first_seen_rank(codes: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
@@ -118,8 +131,10 @@ def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter"
     log: dict[str, Any] = {"input": df.height}
     if df.height == 0:
         raise EmptyResultError("the reader returned no interactions")
-    u = _codes(df["user_orig"])
-    it = _codes(df["item_orig"])
+    if df["user_orig"].null_count() or df["item_orig"].null_count():
+        raise ParamError(key, "the reader returned interactions with a null user or item id")
+    u, u_vals = _codes(df["user_orig"])
+    it, i_vals = _codes(df["item_orig"])
     order = df["order"].cast(pl.Int64).to_numpy()
     ts_s = df["timestamp"].cast(pl.Int64)
     has_ts = ts_s.is_not_null().to_numpy()
@@ -177,8 +192,8 @@ def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter"
     if cfg.reindex == "first_seen":
         u_rank = _first_seen_rank(u_new, o_s, len(uu))
         i_rank = _first_seen_rank(i_new, o_s, len(ii))
-    else:  # codes are dense ranks of the sorted original ids
-        u_rank, i_rank = np.arange(len(uu)), np.arange(len(ii))
+    else:
+        u_rank, i_rank = _sorted_rank(u_vals.gather(uu)), _sorted_rank(i_vals.gather(ii))
     user = u_rank[u_new].astype(np.int32)
     item = (i_rank[i_new] + 1).astype(np.int32)
     # final order: by new user id, keeping the chronological order within each user
@@ -200,10 +215,10 @@ def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter"
     return Filtered(out, log)
 
 
-def sequences_table(interactions: pl.DataFrame, n_users: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-user item sequences (views into one flat int32 array) from filtered, sorted interactions."""
+def sequences_table(interactions: pl.DataFrame, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, offsets)``: all users' item sequences concatenated (int32) and the [U+1] start of each user, from
+    filtered interactions sorted by user (the order of ``filter_interactions``)."""
     user = interactions["user"].to_numpy()
     flat = interactions["item"].to_numpy().astype(np.int32)
     counts = np.bincount(user, minlength=n_users)
-    offsets = np.r_[0, np.cumsum(counts)]
-    return np.split(flat, offsets[1:-1]), offsets
+    return flat, np.r_[0, np.cumsum(counts)].astype(np.int64)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from ..data.filtering import FilterConfig, filter_interactions, sequences_table
 from ..data.prepared import text_fields, write_prepared
@@ -97,11 +98,12 @@ def run(params: dict[str, Any], dataset: str | None = None, out_root: str | Path
     filtered = filter_interactions(raw_inter, fcfg, f"{key}.filter")
     inter = filtered.interactions
     n_users = int(inter["user"].max()) + 1
-    seqs, offsets = sequences_table(inter, n_users)
+    flat, offsets = sequences_table(inter, n_users)
     lengths = np.diff(offsets)
     n_train, n_valid = split_lengths(lengths, scfg)
+    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=pa.int32()))
     split_tab = pl.DataFrame({"user": pl.Series(np.arange(n_users), dtype=pl.Int32),
-                              "items": pl.Series(seqs, dtype=pl.List(pl.Int32)),
+                              "items": pl.Series("items", pl.from_arrow(lists)),
                               "n_train": pl.Series(n_train, dtype=pl.Int32),
                               "n_valid": pl.Series(n_valid, dtype=pl.Int32)})
     items = build_items(inter, raw_items)
