@@ -8,7 +8,7 @@ from typing import Any
 from .train_odmt import resolve
 
 
-def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides: Any) -> None:
+def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides: Any) -> Any:
     from . import evaluate as engine_evaluate
 
-    engine_evaluate.run(resolve(params, model, overrides.get("dataset")), model=model, seed=seed, **overrides)
+    return engine_evaluate.run(resolve(params, model, overrides.get("dataset")), model=model, seed=seed, **overrides)

@@ -52,8 +52,8 @@ def resolve(params: dict[str, Any], model: str, dataset: str | None = None) -> d
     return params
 
 
-def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides: Any) -> None:
+def run(params: dict[str, Any], model: str, seed: int | None = None, **overrides: Any) -> Any:
     """Resolve the ODMT section into ``models.<model>``, then run the engine's train stage."""
     from . import train as engine_train
 
-    engine_train.run(resolve(params, model, overrides.get("dataset")), model=model, seed=seed, **overrides)
+    return engine_train.run(resolve(params, model, overrides.get("dataset")), model=model, seed=seed, **overrides)
