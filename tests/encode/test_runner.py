@@ -89,7 +89,7 @@ def test_absent_template_fields_are_skipped_with_warning(items_table, tiny_text_
                                      "template": "{title}. {plot}"}, "encode.text")
     with pytest.warns(UserWarning, match="plot"):
         s = encode_catalogue(items_table, cfg, "text", tmp_path / "t.parquet", key="encode.text", progress=False)
-    assert s.n_encoded == 4
+    assert s.n_encoded == 4 and s.meta["template_absent_fields"] == ["plot"]
 
 
 def test_stage_token_caches(items_table, tiny_text_models, tiny_vision_models, tmp_path, capsys):

@@ -63,14 +63,15 @@ def check_items(items: pl.DataFrame, source: str | Path) -> int:
     return len(ids)
 
 
-def render_texts(items: pl.DataFrame, cfg: EncoderConfig, key: str) -> list[str | None]:
+def render_texts(items: pl.DataFrame, cfg: EncoderConfig, key: str) -> tuple[list[str | None], list[str]]:
+    """Each item's text (None when it has none) and the template fields this dataset lacks (skipped)."""
     tpl = Template.parse(cfg.template, f"{key}.template")
     absent = tpl.check_fields(text_fields(items), f"{key}.template")
     if absent:
         warnings.warn(f"{key}.template: this dataset has no {absent} field(s); they are skipped", stacklevel=2)
         tpl = tpl.without(absent)
     cols = {f: items[f].to_list() for f in tpl.fields}
-    return [tpl.render({f: cols[f][i] for f in tpl.fields}, cfg.lowercase) for i in range(len(items))]
+    return [tpl.render({f: cols[f][i] for f in tpl.fields}, cfg.lowercase) for i in range(len(items))], absent
 
 
 class _Images(Dataset):
@@ -113,6 +114,7 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
         raise ParamError(f"{key}.pooling", f"{out.name} is a token cache; set pooling: tokens")
 
     unreadable: list[str] = []
+    absent_fields: list[str] = []
     t1 = time.perf_counter()
     vectors = np.zeros((n, enc.dim), dtype=np.float32) if not enc.tokens else None
     has = np.zeros(n, dtype=bool)
@@ -132,7 +134,7 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
             vectors[:], has[:] = enc.lookup(items["item_orig"].cast(pl.String).to_list())
             n_input = int(has.sum())
         elif kind == "text":
-            texts = render_texts(items, cfg, key)
+            texts, absent_fields = render_texts(items, cfg, key)
             rows = [i for i, t in enumerate(texts) if t is not None]
             n_input = len(rows)
             if cfg.pooling != "mean_unmasked":
@@ -169,7 +171,7 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
             "family": cfg.family, "weights": enc.weights_id,
             "weights_sha256": sha256_files(enc.weights_files),
             "pooling": enc.pooling, "modality": kind,
-            "template": cfg.template if kind == "text" else None,
+            "template": cfg.template if kind == "text" else None, "template_absent_fields": absent_fields,
             "max_length": cfg.max_length if kind == "text" else None,
             "preprocessing": enc.preprocessing, "n_missing": n_missing, "n_unreadable": len(unreadable),
             "unreadable": unreadable[:20], "encoder": cfg.as_dict(), **enc.extra_meta,
