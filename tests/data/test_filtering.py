@@ -119,3 +119,16 @@ def test_empty_and_bad_params():
         FilterConfig.from_params({"core": 5}, "datasets.d.filter")
     with pytest.raises(ParamError, match="user_core"):
         FilterConfig.from_params({"user_core": -1})
+
+
+def test_require_text_and_image():
+    df = frame([(1, "a"), (1, "b"), (1, "c"), (2, "a")])
+    items = pl.DataFrame({"item_orig": ["a", "b", "c"], "title": ["A", None, "C"],
+                          "image_path": ["/a.jpg", "/b.jpg", None]},
+                         schema={"item_orig": pl.String, "title": pl.String, "image_path": pl.String})
+    out = filter_interactions(df, FilterConfig(require=["text"]), items=items).interactions
+    assert sorted(set(out["item_orig"].to_list())) == ["a", "c"]
+    out = filter_interactions(df, FilterConfig(require=["text", "image"]), items=items)
+    assert out.interactions["item_orig"].to_list() == ["a", "a"] and out.log["after_require"] == 2
+    with pytest.raises(ParamError, match="require"):
+        FilterConfig.from_params({"require": ["audio"]})

@@ -268,3 +268,16 @@ def test_unknown_format_and_option(tmp_path):
         read("user_sequence", tmp_path, {"colour": 1})
     with pytest.raises(DataError, match="not found"):
         read("user_sequence", tmp_path / "missing")
+
+
+def test_user_sequence_with_meta_and_images(tmp_path):
+    (tmp_path / "user_sequence.txt").write_text("u1 A1 A2\n")
+    _gz(tmp_path / "meta_Beauty.json.gz", [repr({"asin": "A1", "title": "Balm", "categories": [["Beauty"]]}),
+                                           json.dumps({"asin": "A2", "title": "Soap", "brand": None})])
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "A2.jpg").write_bytes(b"\xff\xd8")
+    inter, items = read("user_sequence", tmp_path, {"meta": str(tmp_path / "meta_Beauty.json.gz"),
+                                                    "images": str(tmp_path / "img")})
+    _check_contract(inter, items)
+    assert items["title"].to_list() == ["Balm", "Soap"] and items["categories"].to_list() == ["Beauty", None]
+    assert items["image_path"].null_count() == 1

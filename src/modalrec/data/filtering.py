@@ -2,6 +2,8 @@
 
 Steps, in this order (each optional, all configured by :class:`FilterConfig` from ``datasets.<name>.filter``):
 
+0. ``require``: keep only interactions with items that have ``text`` and/or an ``image`` in the item table (ODMT
+   keeps only items present in its text file and image LMDB).
 1. ``min_rating``: drop interactions rated below the threshold (KDSR uses 0, i.e. nothing).
 2. Chronological order per user: sort by (user, timestamp, order). ``order`` is the row's position in the original
    file, so ties (Amazon 2014 timestamps have day granularity) are broken stably by file order; interactions without
@@ -23,7 +25,7 @@ well under a second; memory is a few arrays of length #interactions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,7 @@ class FilterConfig:
     min_len: int = 0
     keep_last: int | None = None
     reindex: str = "first_seen"
+    require: list[str] = field(default_factory=list)  # subset of ["text", "image"]
 
     @classmethod
     def from_params(cls, d: dict[str, Any] | None, key: str = "filter") -> "FilterConfig":
@@ -64,6 +67,8 @@ class FilterConfig:
             raise ParamError(f"{key}.min_rating", f"must be null or a number, got {cfg.min_rating!r}")
         if cfg.duplicates not in DUPLICATE_POLICIES:
             raise ParamError(f"{key}.duplicates", f"must be one of {DUPLICATE_POLICIES}, got {cfg.duplicates!r}")
+        if not isinstance(cfg.require, list) or any(r not in ("text", "image") for r in cfg.require):
+            raise ParamError(f"{key}.require", f"must be a list drawn from ['text', 'image'], got {cfg.require!r}")
         if cfg.reindex not in REINDEX:
             raise ParamError(f"{key}.reindex", f"must be one of {REINDEX}, got {cfg.reindex!r}")
         return cfg
@@ -123,8 +128,24 @@ class Filtered:
     log: dict[str, Any]
 
 
-def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter") -> Filtered:
-    """Apply the steps of the module docstring; raises EmptyResultError when nothing survives."""
+def items_with(items: pl.DataFrame, require: list[str]) -> pl.Series:
+    """``item_orig`` of the items that have every required modality (text: any non-null text field)."""
+    cond = pl.lit(True)
+    if "text" in require:
+        tf = [c for c, t in items.schema.items()
+              if c not in ("item_orig", "image_path", "image_bytes") and t == pl.String]
+        cond = cond & (pl.any_horizontal([pl.col(c).is_not_null() for c in tf]) if tf else pl.lit(False))
+    if "image" in require:
+        img = [pl.col(c).is_not_null() for c in ("image_path", "image_bytes") if c in items.columns]
+        cond = cond & (pl.any_horizontal(img) if img else pl.lit(False))
+    return items.filter(cond)["item_orig"]
+
+
+def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter",
+                        items: pl.DataFrame | None = None) -> Filtered:
+    """Apply the steps of the module docstring; raises EmptyResultError when nothing survives.
+
+    ``items`` (the reader's item table) is needed only for ``require``."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ParamError(key, f"reader output lacks columns {missing}")
@@ -140,6 +161,12 @@ def filter_interactions(df: pl.DataFrame, cfg: FilterConfig, key: str = "filter"
     has_ts = ts_s.is_not_null().to_numpy()
     ts = ts_s.fill_null(np.iinfo(np.int64).max).to_numpy()
     keep = np.ones(df.height, bool)
+
+    if cfg.require:
+        if items is None:
+            raise ParamError(f"{key}.require", "needs the item table")
+        keep &= df["item_orig"].cast(pl.String).is_in(items_with(items, cfg.require).implode()).to_numpy()
+        log["after_require"] = int(keep.sum())
 
     if cfg.min_rating is not None:
         r = df["rating"].cast(pl.Float64)

@@ -95,7 +95,7 @@ def run(params: dict[str, Any], dataset: str | None = None, out_root: str | Path
     t_read = time.perf_counter() - t0
     if progress:
         print(f"read {raw_inter.height:,} interactions, {raw_items.height:,} item records ({t_read:.1f}s)")
-    filtered = filter_interactions(raw_inter, fcfg, f"{key}.filter")
+    filtered = filter_interactions(raw_inter, fcfg, f"{key}.filter", items=raw_items)
     inter = filtered.interactions
     n_users = int(inter["user"].max()) + 1
     flat, offsets = sequences_table(inter, n_users)

@@ -79,7 +79,8 @@ def _categories(v: Any) -> str | None:
     return _text(v, " > ")
 
 
-def _meta(path: Path, wanted: set[str], literal: bool) -> pl.DataFrame:
+def _meta(path: Path, wanted: set[str], literal: bool | None) -> pl.DataFrame:
+    """Metadata of the ``wanted`` asins; ``literal`` None = JSON, falling back to a Python literal per line."""
     rows = []
     for n, line in enumerate(read_bytes(path).decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -90,9 +91,15 @@ def _meta(path: Path, wanted: set[str], literal: bool) -> pl.DataFrame:
         if m.group(1) not in wanted:
             continue
         try:
-            rec = ast.literal_eval(line) if literal else json.loads(line)
+            if literal is None:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    rec = ast.literal_eval(line)
+            else:
+                rec = ast.literal_eval(line) if literal else json.loads(line)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-            kind = "Python literal" if literal else "JSON"
+            kind = "Python literal" if literal or literal is None else "JSON"
             raise DataError(f"malformed {kind}: {e}".splitlines()[0], path=path, line=n) from None
         if not isinstance(rec, dict):
             raise DataError("metadata line is not a record", path=path, line=n)

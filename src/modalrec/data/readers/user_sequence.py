@@ -2,6 +2,10 @@
 
 No timestamps, ratings, text or images: ``order`` is the running position over the whole file, so each user's items
 keep their file order. ``path`` is the file or a folder holding ``user_sequence.txt``.
+
+Options: ``meta`` (an Amazon ``meta_<Cat>.json[.gz]``, 2014 Python literals or 2018 JSON, to join ``title``,
+``brand``, ``categories``, ``description`` by asin), ``images`` (a folder of ``<item>.jpg``), ``sep`` (default:
+whitespace).
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import numpy as np
 import polars as pl
 
 from ...errors import DataError
-from ._common import find_file, finish_interactions, finish_items, read_bytes
+from ._common import find_file, finish_interactions, finish_items, image_paths, read_bytes
 
 
-def read_user_sequence(path: Path, sep: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_user_sequence(path: Path, sep: str | None = None, meta: str | None = None,
+                       images: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     path = find_file(path, "user_sequence.txt")
     text = read_bytes(path).decode("utf-8", errors="strict") if path else ""
     users: list[str] = []
@@ -36,4 +41,11 @@ def read_user_sequence(path: Path, sep: str | None = None) -> tuple[pl.DataFrame
                                                  dtype=pl.String),
                           "item_orig": pl.Series(items, dtype=pl.String)})
     item_tab = pl.DataFrame({"item_orig": inter["item_orig"].unique(maintain_order=True)})
-    return finish_interactions(inter), finish_items(item_tab, [])
+    if meta is not None:
+        from .amazon import _meta
+
+        md = _meta(Path(meta), set(item_tab["item_orig"].to_list()), literal=None)
+        item_tab = item_tab.join(md.unique("item_orig", keep="first"), on="item_orig", how="left",
+                                 maintain_order="left")
+    item_tab = item_tab.with_columns(image_paths(item_tab["item_orig"], Path(images) if images else None))
+    return finish_interactions(inter), finish_items(item_tab)
