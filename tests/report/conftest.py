@@ -85,7 +85,7 @@ def fixture_runs(tmp_path: Path) -> Path:
         write_run(tmp_path, "toy", "sasrec", seed, base, targets)
         write_run(tmp_path, "toy", "kdsr_sasrec", seed, np.maximum(base // 3, 0), targets,
                   curves={"train/loss": [3.0, 2.4], "valid/ndcg@10": [0.2, 0.3],
-                          "forgetting/image/EM": [0.9, 0.85], "forgetting/image/EV": [0.2, 0.25]})
+                          "forgetting/image_E_M": [0.9, 0.85], "forgetting/image_E_V": [0.2, 0.25]})
         write_run(tmp_path, "toy", "sasrec_lf", seed, base, targets, odmt_proto)
         noisy = np.clip(base + rng.integers(-2, 3, size=N_USERS), 0, None)
         write_run(tmp_path, "toy", "odmt", seed, noisy, targets, odmt_proto,

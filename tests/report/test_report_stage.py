@@ -79,7 +79,7 @@ def test_every_plot_is_a_nonempty_png_linked_from_the_summary(fixture_runs):
     data = fixture_runs / "out" / "plots" / "data"
     loss = (data / "training" / "toy" / "sasrec" / "s1" / "train" / "loss.tsv").read_text().splitlines()
     assert loss[0] == "step\tvalue" and loss[1] == "0\t3.0"
-    assert (data / "forgetting" / "toy" / "kdsr_sasrec" / "image" / "EM.tsv").exists()
+    assert (data / "forgetting" / "toy" / "kdsr_sasrec" / "image_E_M.tsv").exists()
     assert (data / "sweep" / "toy" / "kdsr_sasrec.tsv").exists()
 
 
@@ -165,3 +165,11 @@ def test_dvc_plots_definitions_read_the_report_data(fixture_runs, repo_root, tmp
     names = list(out["data"])
     written = sorted(p.relative_to(repo).as_posix() for p in (repo / "reports" / "plots" / "data").rglob("*.tsv"))
     assert sorted(names) == written and any("popularity" in n for n in names) and any("forgetting" in n for n in names)
+
+
+def test_group_metric_by_hand():
+    from modalrec.report.plots import group_metric
+
+    groups = np.array([-1, 1, 1, 2, 2])  # items 1..4; no item in group 0
+    means, counts = group_metric(np.array([1, 2, 3, 3]), np.array([0, 20, 1, 3]), groups, 10, "hr", 2)
+    assert counts == [0, 2, 2] and np.isnan(means[0]) and means[1:] == [0.5, 1.0]

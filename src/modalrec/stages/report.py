@@ -177,8 +177,10 @@ def _popularity(t: Table, runs: list[Run], counts: np.ndarray | None, cfg: Repor
                                 path=path)
             means, n_inst = P.group_metric(targets, df["rank"].to_numpy(), groups, int(k), name, n_groups)
             per_seed.append(means)
-        values[m] = [float(v) for v in np.nanmean(np.asarray(per_seed, dtype=np.float64), axis=0)] \
-            if not np.all(np.isnan(per_seed)) else [math.nan] * (n_groups + 1)
+        arr = np.asarray(per_seed, dtype=np.float64)  # [seeds, groups]; NaN = empty group
+        n_ok = (~np.isnan(arr)).sum(0)
+        mean = np.where(n_ok > 0, np.nansum(arr, 0) / np.maximum(n_ok, 1), math.nan)
+        values[m] = [float(v) for v in mean]
     png = P.plot_groups(values, n_inst, metric, f"{t.dataset}: {metric} by item popularity",
                         plot_dir / f"{slug}_popularity.png")
     for m, v in values.items():
