@@ -31,11 +31,13 @@ def test_global_override_beats_dataset_and_model_entry_beats_both():
     assert r["models"]["odmt_x"]["T"] == 0.9 and r["models"]["odmt_x"]["train"] == {"lr": 0.01, "epochs": 3}
 
 
-def test_baselines_keep_their_own_id_init():
+def test_baselines_keep_their_own_id_init_but_take_the_dataset_modalities():
     p = _params()
     p["models"]["sasrec_lf"] = {"arch": "sasrec_lf"}
+    p["odmt"]["datasets"]["arts"]["modalities"] = ["text"]
     entry = resolve(p, "sasrec_lf")["models"]["sasrec_lf"]
-    assert "id_init" not in entry and entry["train"] == {"lr": 0.01, "epochs": 31}
+    assert "id_init" not in entry and "T" not in entry and entry["modalities"] == ["text"]
+    assert entry["train"] == {"lr": 0.01, "epochs": 31}
 
 
 def test_errors_name_the_parameter():

@@ -3,7 +3,7 @@
 It is the engine's ``modalrec.stages.train.run`` (``evaluate_odmt``: ``modalrec.stages.evaluate.run``) after one step: the ``odmt``
 params section is folded into the model's entry, so ``dvc exp run -S odmt.T=0.3`` changes what ODMT trains with.
 
-Precedence for a model's ``T``, ``alpha`` and ``id_init`` (highest first):
+Precedence for a model's ``T``, ``alpha``, ``id_init`` and ``modalities`` (highest first):
 ``models.<name>.<key>`` (an explicit per-model value, e.g. an ablation) > ``odmt.<key>`` (a global override, null
 by default) > ``odmt.datasets.<base.dataset>.<key>`` (the paper's per-dataset values) > the model's Config default.
 Trainer and evaluation options merge the same way: ``models.<name>.train`` > ``odmt.datasets.<ds>.train`` (e.g. the
@@ -20,7 +20,7 @@ from ..errors import ParamError
 from ..params import get
 
 FAMILY_ARCHS = ("odmt", "sasrec_lf", "sasrec_ef")
-RESOLVED_KEYS = ("T", "alpha", "id_init")
+RESOLVED_KEYS = ("T", "alpha", "id_init", "modalities")
 
 
 def resolve(params: dict[str, Any], model: str, dataset: str | None = None) -> dict[str, Any]:
@@ -39,7 +39,8 @@ def resolve(params: dict[str, Any], model: str, dataset: str | None = None) -> d
     unknown = sorted(set(per_ds) - set(RESOLVED_KEYS) - {"train"})
     if unknown:
         raise ParamError(f"odmt.datasets.{ds}.{unknown[0]}", f"unknown key; known: {list(RESOLVED_KEYS) + ['train']}")
-    for key in RESOLVED_KEYS if arch == "odmt" else ():  # the baselines keep their own ID init (random)
+    # the baselines keep their own ID initialisation (random) and have no distillation; modalities apply to all
+    for key in RESOLVED_KEYS if arch == "odmt" else ("modalities",):
         if key in entry:
             continue
         if section.get(key) is not None:
