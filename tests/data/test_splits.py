@@ -59,3 +59,34 @@ def test_bad_split_params():
         SplitConfig.from_params({"test_ratio": 1.5})
     with pytest.raises(ParamError, match="split.windw"):
         SplitConfig.from_params({"windw": 3})
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths, st.sampled_from(["ratio", "loo", "loo_window"]))
+def test_instances_partition_positions(n, name):
+    """Train/valid/test targets of the loaded dataset are disjoint, cover positions 1..len-1 once, and are ordered
+    train < valid < test within each user (a target never precedes an earlier part's target: no leakage)."""
+    import polars as pl
+
+    from modalrec.data.prepared import Prepared
+
+    cfg = SplitConfig(name)
+    if name == "loo_window":
+        n = np.minimum(n, cfg.window)
+    nt, nv = split_lengths(n, cfg)
+    offsets = np.r_[0, np.cumsum(n)]
+    flat = np.arange(1, offsets[-1] + 1, dtype=np.int32)
+    p = Prepared(n_items=int(offsets[-1]), n_users=len(n), sequences=np.split(flat, offsets[1:-1]), n_train=nt,
+                 n_valid=nv, items=pl.DataFrame(), split_meta={}, flat=flat, offsets=offsets)
+    seen = {}
+    for part in ("train", "valid", "test"):
+        u, pos = p.instances(part)
+        for a, b in zip(u.tolist(), pos.tolist()):
+            assert (a, b) not in seen
+            seen[(a, b)] = part
+        assert np.array_equal(p.targets(u, pos), flat[offsets[u] + pos])
+    assert set(seen) == {(a, b) for a in range(len(n)) for b in range(1, int(n[a]))}
+    rank = {"train": 0, "valid": 1, "test": 2}
+    for a in range(len(n)):
+        parts = [rank[seen[(a, b)]] for b in range(1, int(n[a]))]
+        assert parts == sorted(parts)
