@@ -281,3 +281,24 @@ def test_user_sequence_with_meta_and_images(tmp_path):
     _check_contract(inter, items)
     assert items["title"].to_list() == ["Balm", "Soap"] and items["categories"].to_list() == ["Beauty", None]
     assert items["image_path"].null_count() == 1
+
+
+def test_amazon_reviews_chunked_line_numbers(tmp_path, monkeypatch):
+    """Reviews and metadata are streamed in chunks; line numbers and results must not depend on the chunking."""
+    import functools
+
+    from modalrec.data.readers import _common, amazon
+
+    monkeypatch.setattr(amazon, "line_chunks", functools.partial(_common.line_chunks, chunk_bytes=100))
+    d = tmp_path / "a"
+    d.mkdir()
+    rev = [json.dumps({"reviewerID": f"U{k}", "asin": f"A{k % 3}", "overall": 5.0, "unixReviewTime": k})
+           for k in range(20)]
+    _gz(d / "reviews_X_5.json.gz", rev)
+    _gz(d / "meta_X.json.gz", [repr({"asin": f"A{k}", "title": f"t{k}"}) for k in range(3)])
+    inter, items = read("amazon2014", d)
+    assert inter.height == 20 and inter["timestamp"].to_list() == list(range(20))
+    assert items["title"].to_list() == ["t0", "t1", "t2"]
+    _gz(d / "reviews_X_5.json.gz", rev[:13] + ['{"reviewerID": "U1", "overall": 1.0}'] + rev[13:])
+    with pytest.raises(DataError, match=r"reviews_X_5.json.gz:14 \(column 'asin'\)"):
+        read("amazon2014", d)

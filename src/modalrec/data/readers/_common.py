@@ -42,6 +42,28 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read: {e}", path=path) from None
 
 
+def open_binary(path: Path):
+    """A binary file object, gunzipping on the fly when the name ends in .gz (streams; nothing held in memory)."""
+    if not path.exists():
+        raise DataError("file not found", path=path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def line_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterable[tuple[int, bytes]]:
+    """(1-based number of the chunk's first line, whole lines of about ``chunk_bytes``) over a (gzipped) file."""
+    first = 1
+    try:
+        with open_binary(path) as f:
+            while True:
+                block = f.readlines(chunk_bytes)
+                if not block:
+                    return
+                yield first, b"".join(block)
+                first += len(block)
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read: {e}", path=path) from None
+
+
 def lines(path: Path, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:
     """(1-based line number, line without newline) for every non-blank line."""
     text = read_bytes(path).decode(encoding, errors="strict" if encoding == "utf-8" else "replace")

@@ -25,28 +25,34 @@ from typing import Any
 import polars as pl
 
 from ...errors import DataError
-from ._common import find_file, finish_interactions, finish_items, image_paths, read_bytes
+from ._common import find_file, finish_interactions, finish_items, image_paths, line_chunks
 
 REVIEW_SCHEMA = {"reviewerID": pl.String, "asin": pl.String, "overall": pl.Float64, "unixReviewTime": pl.Int64}
 _ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 
 
 def _reviews(path: Path) -> pl.DataFrame:
-    data = read_bytes(path)
-    try:
-        df = pl.read_ndjson(io.BytesIO(data), schema=REVIEW_SCHEMA, ignore_errors=False)
-    except pl.exceptions.PolarsError:
-        df = None
-    if df is None or df["reviewerID"].null_count() or df["asin"].null_count():
-        _find_bad_review(data, path)
+    """The four needed fields, parsed by polars in ~64 MB chunks of lines (reviewText etc. never held at once)."""
+    parts = []
+    for first, chunk in line_chunks(path):
+        try:
+            df = pl.read_ndjson(io.BytesIO(chunk), schema=REVIEW_SCHEMA, ignore_errors=False)
+        except pl.exceptions.PolarsError:
+            df = None
+        if df is None or df["reviewerID"].null_count() or df["asin"].null_count():
+            _find_bad_review(chunk, path, first)
+        parts.append(df)
+    if not parts:
+        raise DataError("no reviews in file", path=path)
+    df = pl.concat(parts)
     return df.select(pl.col("reviewerID").alias("user_orig"), pl.col("asin").alias("item_orig"),
                      pl.col("unixReviewTime").alias("timestamp"), pl.col("overall").alias("rating"))
 
 
-def _find_bad_review(data: bytes, path: Path) -> None:
+def _find_bad_review(data: bytes, path: Path, first: int = 1) -> None:
     """Locate the first line that is not a JSON object with reviewerID and asin; always raises."""
-    n = 0
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    n = first
+    for n, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=first):
         if not line.strip():
             continue
         try:
@@ -56,7 +62,7 @@ def _find_bad_review(data: bytes, path: Path) -> None:
         for c in ("reviewerID", "asin"):
             if not isinstance(rec, dict) or not isinstance(rec.get(c), str):
                 raise DataError(f"review lacks {c!r}", path=path, line=n, column=c)
-    raise DataError("cannot parse the reviews file", path=path, line=n or None)
+    raise DataError("cannot parse the reviews file", path=path, line=n)
 
 
 def _text(v: Any, sep: str = " ") -> str | None:
@@ -79,12 +85,18 @@ def _categories(v: Any) -> str | None:
     return _text(v, " > ")
 
 
+def _stream_lines(path: Path):
+    """(line number, text) of the non-blank lines, streamed (meta files of big categories are several GB)."""
+    for first, chunk in line_chunks(path):
+        for n, raw in enumerate(chunk.splitlines(), start=first):
+            if raw.strip():
+                yield n, raw.decode("utf-8", errors="replace")
+
+
 def _meta(path: Path, wanted: set[str], literal: bool | None) -> pl.DataFrame:
     """Metadata of the ``wanted`` asins; ``literal`` None = JSON, falling back to a Python literal per line."""
     rows = []
-    for n, line in enumerate(read_bytes(path).decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, line in _stream_lines(path):
         m = _ASIN.search(line)
         if m is None:
             raise DataError("metadata line without an asin", path=path, line=n, column="asin")
