@@ -28,7 +28,7 @@ def _read_tsv(path: Path, columns: list[str], **kw) -> pl.DataFrame:
 
 def _ints(df: pl.DataFrame, col: str, path: Path, offset: int = 2) -> pl.Series:
     s = df[col].str.strip_chars().cast(pl.Int64, strict=False)
-    bad = s.is_null() & df[col].is_not_null() | df[col].is_null()
+    bad = s.is_null()
     if bad.any():
         line = int(bad.arg_max()) + offset  # header is line 1
         raise DataError(f"not an integer: {df[col][line - offset]!r}", path=path, line=line, column=col)
