@@ -61,7 +61,7 @@ def test_summary_tables_match_the_metrics_files(fixture_runs):
 
 def test_every_plot_is_a_nonempty_png_linked_from_the_summary(fixture_runs):
     (fixture_runs / "exps.json").write_text(json.dumps(_exps([(8, 0.30), (4, 0.25), (16, 0.28)])))
-    params = fixture_params()
+    params = fixture_params(seeds=(1,))
     params["report"]["sweep"]["exps"] = str(fixture_runs / "exps.json")
     summary = _run(fixture_runs, params)
     md = (fixture_runs / "out" / "summary.md").read_text()
@@ -140,6 +140,7 @@ def test_sweep_points_reads_nested_metrics():
     assert sweep_points(exps, "kdsr.D", {"m": "toy/m/test/ndcg@10"}) == {"m": [(2.0, 0.1, "workspace")]}
 
 
+@pytest.mark.slow  # three `dvc` subprocesses (~5 s); run with `pytest -m slow tests/report`
 def test_dvc_plots_definitions_read_the_report_data(fixture_runs, repo_root, tmp_path):
     """The `plots:` section of the real dvc.yaml renders every curve the report wrote (`dvc plots show --json`)."""
     import shutil
