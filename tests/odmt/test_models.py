@@ -147,6 +147,7 @@ def test_one_epoch_smoke(arch, cfg):
     m.eval()
     s = m.score_all(batch.input_ids)
     assert s.shape == (16, N + 1) and torch.isfinite(s[:, 1:]).all()
+    assert (m.score_branches(batch.input_ids) == {}) == (arch == "sasrec_ef")
 
 
 def test_bad_options_name_the_parameter():

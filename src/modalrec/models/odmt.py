@@ -398,15 +398,8 @@ class ODMT(SeqRecModel):
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def score_branches(self, input_ids: Tensor) -> dict[str, Tensor]:
-        """Raw (not debiased) scores ``{branch: [B, N+1]}`` at the last position; column 0 = -inf.
-
-        The evaluator asks for :meth:`score_all` and then for the branches of the same batch: the branch scores
-        computed for ``score_all`` are handed over once instead of being recomputed.
-        """
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] is input_ids:
-            return pending[1]
+    def _branch_scores(self, input_ids: Tensor) -> dict[str, Tensor]:
+        """Raw (not debiased) scores ``{branch: [B, N+1]}`` at the last position; column 0 = -inf."""
         cat = self.catalogue()
         ids = input_ids.to(self.log_pop.device)
         states = self._encode(self._embed_sequence(ids, cat, ids), ids)
@@ -417,9 +410,21 @@ class ODMT(SeqRecModel):
             scores[b] = s
         return scores
 
+    def score_branches(self, input_ids: Tensor) -> dict[str, Tensor]:
+        """Per-branch scores for per-branch metrics (empty for the single-branch early fusion).
+
+        The evaluator asks for :meth:`score_all` and then for the branches of the same batch: the branch scores
+        computed for ``score_all`` are handed over once instead of being recomputed.
+        """
+        if len(self.branches) == 1:
+            return {}
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] is input_ids:
+            return pending[1]
+        return self._branch_scores(input_ids)
+
     def score_all(self, input_ids: Tensor) -> Tensor:
         """The ensemble: the average of the branches' raw scores (paper-notes §3.8)."""
-        self._pending = None
-        branches = self.score_branches(input_ids)
+        branches = self._branch_scores(input_ids)
         self._pending = (input_ids, branches)
         return torch.stack(list(branches.values())).mean(dim=0)
