@@ -84,6 +84,13 @@ class EncoderConfig:
             raise ParamError(f"{key}.{unknown[0]}", f"unknown encoder option; known: {sorted(names)}")
         if "family" not in d:
             raise ParamError(f"{key}.family", f"missing; one of {sorted(_FAMILY_MODULES)}")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for k, v in d.items():
+            t = types[k].replace(" | None", "")
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool), "bool": isinstance(v, bool),
+                  "str": isinstance(v, str)}.get(t, True)
+            if not ok and not (v is None and "None" in types[k]):
+                raise ParamError(f"{key}.{k}", f"must be {types[k]}, got {v!r}")
         cfg = cls(**d)
         if cfg.family not in _FAMILY_MODULES:
             raise ParamError(f"{key}.family", f"unknown encoder family {cfg.family!r}; available: "
