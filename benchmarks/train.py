@@ -18,11 +18,13 @@ Figures measured on a shared, busy machine are inflated by contention.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads on a busy CPU
+import numpy as np  # noqa: E402
 import torch
 from torch import nn
 

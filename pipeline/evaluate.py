@@ -1,9 +1,13 @@
 """DVC stage `evaluate`: evaluate one model (a name under params.yaml `models`) for one seed."""
 import argparse
+import os
 
-from modalrec.cli_utils import run_main
-from modalrec.params import load_params
-from modalrec.stages.evaluate import run
+# OpenMP threads that spin while waiting make small-model training 5-10x slower on a busy CPU; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from modalrec.cli_utils import run_main  # noqa: E402
+from modalrec.params import load_params  # noqa: E402
+from modalrec.stages.evaluate import run  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__)
 p.add_argument("--params", default="params.yaml")
