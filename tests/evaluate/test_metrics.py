@@ -82,3 +82,19 @@ def test_history_masking_never_masks_target():
     assert dict(zip(inst.users.tolist(), plain.ranks.tolist())) == {0: 2, 1: 1, 2: 1}
     assert dict(zip(inst.users.tolist(), masked.ranks.tolist())) == {0: 0, 1: 1, 2: 0}
     assert masked.metrics["hr@1"] == pytest.approx(2 / 3)
+
+
+class TwoBranches(Fixed):
+    def score_branches(self, input_ids):
+        s = self.score_all(input_ids)
+        return {"text": s, "image": -s.nan_to_num(neginf=1e9)}  # image branch ranks items the other way round
+
+
+def test_per_branch_metrics():
+    model = TwoBranches([0, 5, 4, 3, 2, 1])
+    seqs = [np.array([4, 1]), np.array([3, 5])]
+    inst = eval_instances(seqs, np.array([1, 1]), np.array([0, 0]), "test", max_len=3)
+    res = evaluate(model, inst, EvalConfig(ks=[1]), "cpu", progress=False)
+    assert res.metrics["hr@1"] == 0.5 and res.metrics["text/hr@1"] == 0.5  # item 1 ranks first, item 5 last
+    assert res.metrics["image/hr@1"] == 0.5  # reversed: item 5 first, item 1 last
+    assert sorted(res.branch_ranks["image"].tolist()) == [0, 4]
