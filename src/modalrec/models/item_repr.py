@@ -62,12 +62,15 @@ class ItemRepr(nn.Module):
                 raise ParamError(f"{key}.modalities", f"{m} {what} have {x.shape[0]} rows, expected N+1 = {n_items + 1}")
             x = x.clone()
             x[0] = 0
-            # Fixed standardisation of the modality path (per-dimension centring, one global scale), computed from
+            # Fixed standardisation of the modality path (per-dimension z-scores), computed from
             # the vectors the model starts from: encoders differ by orders of magnitude in scale (L2-normalised
             # MiniLM vs 1000-d logits vs sigmoid AE codes) and the fused table is also the output matrix.
             has = x.abs().sum(1) > 0
             mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])
-            sd = (x[has] - mu).pow(2).mean().sqrt().clamp(min=1e-6) if has.sum() > 1 else torch.ones(())
+            sd = (x[has] - mu).pow(2).mean(0).sqrt().clamp(min=1e-3) if has.sum() > 1 else torch.ones(x.shape[1])
+            # ... and divided by sqrt(d_in) so each item's input vector has norm ~1: with Adam, every weight moves by
+            # ~lr per step, so unnormalised 1280-d inputs would move the projected vectors by ~lr*d_in (unstable).
+            sd = sd * math.sqrt(x.shape[1])
             self.register_buffer(f"mu_{m}", mu, persistent=False)
             self.register_buffer(f"sd_{m}", sd, persistent=False)
             self.register_buffer(f"has_{m}", has.unsqueeze(1).to(x.dtype), persistent=False)
@@ -81,7 +84,7 @@ class ItemRepr(nn.Module):
                 self.tables[m] = t
             self.proj[m] = nn.Linear(x.shape[1], dim)
             # small init so that at step 0 the modality part is on the scale of the ID embedding
-            nn.init.normal_(self.proj[m].weight, std=proj_scale / math.sqrt(x.shape[1]))
+            nn.init.normal_(self.proj[m].weight, std=proj_scale)
             nn.init.zeros_(self.proj[m].bias)
         k = 1 + len(self.modalities)
         if kind != "id" and fusion == "concat":
