@@ -56,3 +56,18 @@ def test_repository_params_resolve_for_every_listed_model(repo_root):
     for model in params["odmt"]["models"]:
         entry = resolve(params, model)["models"][model]
         assert entry.get("arch", model) in ("odmt", "sasrec_ef", "sasrec_lf")
+
+
+def test_dvc_stages_depend_on_the_odmt_section_only_where_they_should(repo_root):
+    """`dvc exp run -S odmt.T=0.3` must re-run train_odmt / evaluate_odmt and no other family's stage."""
+    import yaml
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    readers = {name for name, st in stages.items()
+               for p in st.get("params", []) if isinstance(p, str) and (p == "odmt" or p.startswith("odmt.T"))}
+    assert readers == {"train_odmt", "evaluate_odmt"}
+    for name in ("train_odmt", "evaluate_odmt"):
+        st = stages[name]
+        assert st["matrix"] == {"model": "${odmt.models}", "seed": "${base.seeds}"}
+        assert "src/modalrec/models/odmt.py" in st["deps"] and "src" not in st["deps"]
+        assert "data/features/${base.dataset}/image_tokens.arrow" in st["deps"]
