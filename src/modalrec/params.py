@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .errors import ParamError
+
+T = TypeVar("T")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -28,3 +31,14 @@ def get(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
             return default
         node = node[part]
     return node
+
+
+def dataclass_from(cls: type[T], section: dict[str, Any] | None, key: str, what: str = "option") -> T:
+    """``cls(**section)`` for a config dataclass; a key that is no field of ``cls`` is a ParamError naming
+    ``<key>.<name>`` and listing the known ones (the fields' own checks stay with the dataclass)."""
+    section = dict(section or {})
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ParamError(f"{key}.{unknown[0]}", f"unknown {what}; known: {known}")
+    return cls(**section)

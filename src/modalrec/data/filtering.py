@@ -25,13 +25,14 @@ well under a second; memory is a few arrays of length #interactions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from ..errors import EmptyResultError, ParamError
+from ..params import dataclass_from
 
 DUPLICATE_POLICIES = ("keep", "consecutive", "first")
 REINDEX = ("first_seen", "sorted")
@@ -51,12 +52,7 @@ class FilterConfig:
 
     @classmethod
     def from_params(cls, d: dict[str, Any] | None, key: str = "filter") -> "FilterConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParamError(f"{key}.{unknown[0]}", f"unknown filter option (known: {sorted(known)})")
-        cfg = cls(**d)
+        cfg = dataclass_from(cls, d, key, "filter option")
         for name in ("user_core", "item_core", "min_len"):
             v = getattr(cfg, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:

@@ -18,12 +18,13 @@ they stay in the table so every user is accounted for.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ParamError
+from ..params import dataclass_from
 
 SPLITS = ("ratio", "loo", "loo_window")
 
@@ -37,12 +38,7 @@ class SplitConfig:
 
     @classmethod
     def from_params(cls, d: dict[str, Any] | None, key: str = "split") -> "SplitConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParamError(f"{key}.{unknown[0]}", f"unknown split option (known: {sorted(known)})")
-        cfg = cls(**d)
+        cfg = dataclass_from(cls, d, key, "split option")
         if cfg.name not in SPLITS:
             raise ParamError(f"{key}.name", f"must be one of {SPLITS}, got {cfg.name!r}")
         if not isinstance(cfg.test_ratio, (int, float)) or not 0 < cfg.test_ratio < 1:

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from ..errors import ParamError
+from ..params import dataclass_from
 
 # --------------------------------------------------------------------------------------------------------------------
 # The attribute vocabulary. Order matters: the complement of category c is COMPLEMENT[c].
@@ -138,11 +139,7 @@ class SyntheticConfig:
 
 def make_config(**options: Any) -> SyntheticConfig:
     """A validated config from keyword options; unknown keys are a ParamError naming the key."""
-    known = {f.name for f in fields(SyntheticConfig)}
-    for k in options:
-        if k not in known:
-            raise ParamError(f"datasets.synthetic.options.{k}", f"unknown option; known: {sorted(known)}")
-    cfg = SyntheticConfig(**options)
+    cfg = dataclass_from(SyntheticConfig, options, "datasets.synthetic.options")
     cfg.validate()
     return cfg
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.batching import EvalInstances
 from ..errors import ParamError
+from ..params import dataclass_from
 from .metrics import AGGREGATES, TIES, compute_metrics, target_ranks
 
 SELECT = ("valid", "test_max")
@@ -51,11 +52,7 @@ class EvalConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any], key: str = "evaluate") -> "EvalConfig":
-        names = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ParamError(f"{key}.{unknown[0]}", f"unknown option; known: {sorted(names)}")
-        return cls(**section)
+        return dataclass_from(cls, section, key)
 
     def protocol(self) -> dict[str, Any]:
         d = asdict(self)

@@ -22,7 +22,7 @@ import polars as pl
 
 from ..errors import DataError, ParamError
 from ..io import atomic_path, write_json
-from ..params import get
+from ..params import dataclass_from, get
 from ..report import plots as P
 from ..report.aggregate import Run, Table, build_tables, discover_runs, table_to_dict
 from ..report.render import dump_json_safe, render_summary
@@ -62,11 +62,7 @@ class ReportConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any] | None) -> "ReportConfig":
-        section = dict(section or {})
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ParamError(f"report.{unknown[0]}", f"unknown option; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**section)
+        return dataclass_from(cls, section, "report")
 
 
 def model_lists(params: dict[str, Any]) -> tuple[list[str] | None, list[str]]:
