@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 META_KEY = b"modalrec"
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it where /proc allows (os.umask can only set it)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -41,7 +41,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual 0644 (modulo umask)
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600; outputs get the usual 0644 (modulo umask)
         finally:
             os.close(fd)
         yield tmp_path

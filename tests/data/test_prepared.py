@@ -1,5 +1,8 @@
 """Round trip of the prepared-dataset writer / loader and its position helpers."""
 
+import os
+import stat
+
 import numpy as np
 import polars as pl
 import pytest
@@ -49,6 +52,17 @@ def test_round_trip(tmp_path):
     h = p.histories(u, pos, 3)
     assert h.tolist() == [[2, 3, 4], [0, 3, 1], [4, 4, 5]]
     assert (out / "stats.json").exists()
+
+
+@pytest.mark.parametrize("mask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_output_permissions_follow_umask(tmp_path, mask, dir_mode, file_mode):
+    old = os.umask(mask)
+    try:
+        out = _write(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode
+    assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {file_mode}
 
 
 def test_rewrite_replaces_whole_dir(tmp_path):

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..io import read_parquet_meta, write_json, write_parquet
+from ..io import current_umask, read_parquet_meta, write_json, write_parquet
 
 INTERACTION_COLUMNS = {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64, "order": pl.Int64,
                        "rating": pl.Float32, "user_orig": pl.String, "item_orig": pl.String}
@@ -103,7 +103,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         if old is not None:
             os.replace(old, dst)
         raise
-    os.chmod(dst, 0o755)  # mkdtemp creates 0700
+    os.chmod(dst, 0o777 & ~current_umask())  # mkdtemp creates 0700; a folder gets the usual 0755 (modulo umask)
     if old is not None:
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
