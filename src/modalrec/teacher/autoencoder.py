@@ -2,7 +2,8 @@
 
 Encoder ``Linear(d_in, dim) + Sigmoid``, decoder ``Linear(dim, d_in)``, MSE, Adam, mini-batches over every item that
 has a feature. Early stopping checks the full-data reconstruction error every ``check_every`` epochs and stops after
-``patience`` checks without a relative improvement of ``min_delta``; unlike the released code (which kept a
+``patience`` checks that improved it by less than ``min_delta`` times the inputs' mean per-dimension variance (a
+scale-free tolerance: the MSE of predicting the mean is that variance); unlike the released code (which kept a
 *reference* to the live state dict, so "best" was the last state) the best state is really copied and restored.
 
 The codes m̃ = sigmoid(W x + b) ∈ (0, 1)^dim feed both the teacher's correlations and the initialisation of trainable
@@ -31,7 +32,7 @@ class AEConfig:
     max_epochs: int = 500
     check_every: int = 10
     patience: int = 4
-    min_delta: float = 1.0e-3    # relative improvement a check must bring to count (0 = any improvement)
+    min_delta: float = 1.0e-3    # improvement a check must bring, as a fraction of the input variance (0 = any)
     device: str = "auto"
 
     @classmethod
@@ -119,6 +120,7 @@ def fit_autoencoder(x: np.ndarray, cfg: AEConfig, seed: int, progress: bool = Tr
     best_mse, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.state_dict()), 0, 0
     history: list[tuple[int, float]] = []
     n = len(xt)
+    var = float(xt.var(0, unbiased=False).mean())
     bar = _progress(cfg.max_epochs, desc, progress)
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
@@ -136,7 +138,7 @@ def fit_autoencoder(x: np.ndarray, cfg: AEConfig, seed: int, progress: bool = Tr
         model.eval()
         mse = reconstruction_mse(model, xt)
         history.append((epoch, mse))
-        if mse < best_mse * (1 - cfg.min_delta):
+        if mse < best_mse - cfg.min_delta * var:
             best_mse, best_state, best_epoch, bad = mse, copy.deepcopy(model.state_dict()), epoch, 0
         else:
             if mse < best_mse:  # a small improvement: keep the better state, but it counts as a bad check
@@ -149,7 +151,6 @@ def fit_autoencoder(x: np.ndarray, cfg: AEConfig, seed: int, progress: bool = Tr
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    var = float(xt.var(0, unbiased=False).mean())
     return AEResult(model.cpu(), best_epoch, epoch, best_mse, var, time.perf_counter() - t0, history)
 
 
