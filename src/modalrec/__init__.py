@@ -1,3 +1,9 @@
 """modalrec: reproducible multi-modal sequential recommendation (KDSR, ODMT and baselines)."""
 
+import os as _os
+
+# OpenMP threads that spin while waiting make small-model training 5-10x slower on a busy CPU. The variable is read
+# once when torch loads OpenMP, so it is set here, before any modalrec module imports torch.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
