@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalrec.errors import ParamError
-from modalrec.losses.cdl import CDL, CDLConfig, pair_mask, unique_items, upper_pairs
+from modalrec.losses.cdl import (CDL, CDLConfig, frobenius_loss, frobenius_pairs, pair_mask, pair_xi, pairwise_xi,
+                                 sequence_pairs, soft_match_loss, soft_match_pairs, unique_items, upper_pairs)
 
 from .helpers import MatrixTeacher, random_teacher
 
@@ -161,3 +162,81 @@ def test_bad_parameters_name_the_key():
         CDL(CDLConfig(weights={"image": [1, 1]}), teacher, dim=4)
     with pytest.raises(ParamError, match="teacher"):
         CDL(CDLConfig(), None, dim=4)
+
+
+def test_sequence_pairs_are_the_upper_pairs_of_the_dense_layout():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 12, (7, 9), generator=g)
+    ids[0] = 0
+    ids[1, :8] = 0
+    ids[2] = 5
+    for diagonal in (True, False):
+        items = unique_items(ids)
+        b, i, j, w = upper_pairs(pair_mask(items, diagonal))
+        p = sequence_pairs(ids, diagonal)
+        assert p.items[p.i].tolist() == items[b, i].tolist()  # same pairs, same (sequence, i, j) order
+        assert p.items[p.j].tolist() == items[b, j].tolist()
+        assert p.seq[p.i].tolist() == b.tolist()
+        assert torch.where(p.offdiag, 2.0, 1.0).tolist() == w.tolist()
+
+
+@pytest.mark.parametrize("xi", ["cos", "dot", "euclidean", "manhattan"])
+def test_pair_list_losses_equal_the_dense_forms(xi):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 15, (6, 10), generator=g)
+    ids[0, :9] = 0
+    ids[3] = 0
+    ids[3, -1] = 4
+    z_all = torch.randn(16, 5, generator=g)
+    R = torch.rand(16, 16, generator=g)
+    R = (R + R.t()) / 2
+    for diagonal in (True, False):
+        items = unique_items(ids)
+        mask = pair_mask(items, diagonal)
+        r_dense = R[items[:, :, None], items[:, None, :]]
+        p = sequence_pairs(ids, diagonal)
+        r_hat = pair_xi(z_all[p.items], p.i, p.j, xi)
+        r = R[p.items[p.i], p.items[p.j]]
+        dense_hat = pairwise_xi(z_all[items], xi)
+        assert torch.allclose(r_hat, dense_hat[p.seq[p.i], items_pos(p)[0], items_pos(p)[1]], atol=1e-4)
+        for tau in (1.0, 1.5):
+            assert frobenius_pairs(r_hat, r, p, tau).item() == pytest.approx(
+                frobenius_loss(dense_hat, r_dense, mask, tau).item(), rel=1e-4)
+            assert soft_match_pairs(r_hat, r, p, tau).item() == pytest.approx(
+                soft_match_loss(dense_hat, r_dense, mask, tau).item(), rel=1e-4, abs=1e-8)
+
+
+def items_pos(p):
+    """Slots of the pairs' items in the left-padded ``unique_items`` layout."""
+    counts = torch.bincount(p.seq, minlength=p.n_seq)
+    U = int(counts.max())
+    start = counts.cumsum(0) - counts
+    slot = U - counts[p.seq] + (torch.arange(len(p.items)) - start[p.seq])
+    return slot[p.i], slot[p.j]
+
+
+class LookupTeacher(MatrixTeacher):
+    """A teacher that also offers the fused ``lookup`` (as the distill stage's teacher does)."""
+
+    def lookup(self, i, j, modality):
+        self.calls.append(-i.numel())
+        return self.R[modality][i, j], self.C[modality][i, j]
+
+
+def test_fused_lookup_gives_the_same_losses_and_tables_get_dense_gradients():
+    base = random_teacher(9, n_codes=4, seed=2)
+    fused = LookupTeacher(base.R, base.C, base.n_codes)
+    ids = torch.tensor([[0, 3, 1, 3, 7], [2, 5, 2, 9, 8], [0, 0, 0, 0, 6]])
+    res = []
+    for t in (base, fused):
+        torch.manual_seed(0)
+        tables = {m: nn.Embedding(10, 6) for m in ("image", "text")}
+        torch.manual_seed(1)
+        out = CDL(CDLConfig(), t, dim=6)(ids, tables)
+        out["cdl"].backward()  # CDL alone: its sparse table gradient is made dense for the optimiser
+        assert not tables["image"].weight.grad.is_sparse
+        res.append((out, tables["text"].weight.grad))
+    assert all(c < 0 for c in fused.calls) and all(c > 0 for c in base.calls)
+    for k in res[0][0]:
+        assert res[0][0][k].item() == pytest.approx(res[1][0][k].item(), rel=1e-6)
+    assert torch.allclose(res[0][1], res[1][1])

@@ -16,10 +16,14 @@ keep those correlations while the recommender fine-tunes them:
   over valid pairs; it reads the raw trainable embeddings (no g_φ), as in the code.
 
 **Which pairs** (K5): all ordered pairs of the *unique* items of each training sequence (padding masked), with the
-diagonal i = j included as the released code does (``diagonal: false`` drops it). Never N×N: the pair tensors are
-``[B, U, U]`` with U the largest number of unique items in the batch (≤ the batch's longest sequence), and the
-code head runs only on the valid pairs. The teacher's correlations are symmetric, so only pairs i ≤ j are looked up
-and pushed through the code head, with weight 2 for i < j: exactly the mean over ordered pairs at half the cost.
+diagonal i = j included as the released code does (``diagonal: false`` drops it). Never N×N, nor even ``[B, U, U]``:
+one sort of the batch gives every sequence's unique items as one flat list (:func:`sequence_pairs`), and the losses
+work on the list of pairs i ≤ j of the same sequence, O(Σ_b U_b²) with U_b ≤ the batch's longest sequence. The
+teacher's correlations are symmetric, so only pairs i ≤ j are looked up and pushed through the code head, with
+weight 2 for i < j: exactly the mean over ordered pairs at half the cost. A diagonal pair's code-head input
+``|e_i − e_i|`` is 0, so its logits are computed once; ``soft_match`` mirrors the i < j pairs to normalise each row.
+The dense ``[B, U, U]`` forms (:func:`pair_mask`, :func:`frobenius_loss`, :func:`soft_match_loss`) stay as the
+readable reference the tests compare with.
 """
 
 from __future__ import annotations
@@ -87,15 +91,76 @@ def pairwise_xi(z: Tensor, xi: str) -> Tensor:
     return torch.cdist(z, z, p=2.0 if xi == "euclidean" else 1.0)
 
 
+def pair_xi(z: Tensor, i: Tensor, j: Tensor, xi: str) -> Tensor:
+    """``[P]`` scores ξ(z_i, z_j) of the listed row pairs of ``z [K, d]`` (the definitions of :func:`pairwise_xi`;
+    a distance of a row to itself is exactly 0, with gradient 0)."""
+    if xi == "cos":
+        z = F.normalize(z, dim=-1, eps=1e-8)
+    zi, zj = z.index_select(0, i), z.index_select(0, j)  # (index_select: a much faster backward than z[i] on CPU)
+    if xi in ("cos", "dot"):
+        return (zi * zj).sum(-1)
+    d = zi - zj
+    return torch.linalg.vector_norm(d, ord=2 if xi == "euclidean" else 1, dim=-1)
+
+
+def _sorted_unique(input_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """One sort per batch: ``(s, keep)`` with ``s`` each row ascending and ``keep`` True at the first occurrence of
+    every non-padding item of the row."""
+    s, _ = input_ids.sort(dim=1)
+    keep = s > 0
+    keep[:, 1:] &= s[:, 1:] != s[:, :-1]
+    return s, keep
+
+
 def unique_items(input_ids: Tensor) -> Tensor:
     """``[B, U]`` the unique non-padding items of each row, ascending (as ``np.unique`` in the released code), left
     padded with 0; U = the largest number of unique items in the batch (at least 1)."""
-    s, _ = input_ids.sort(dim=1)
-    dup = torch.zeros_like(s, dtype=torch.bool)
-    dup[:, 1:] = s[:, 1:] == s[:, :-1]
-    s, _ = s.masked_fill(dup, 0).sort(dim=1)  # padding and duplicates (now 0) first
-    U = max(int((s > 0).sum(1).max()), 1) if s.numel() else 1
-    return s[:, s.shape[1] - U:]
+    s, keep = _sorted_unique(input_ids)
+    B = s.shape[0]
+    counts = keep.sum(1)
+    U = max(int(counts.max()), 1) if s.numel() else 1
+    out = s.new_zeros((B, U))
+    if B:  # slot of a kept item: U - (number of kept items at or after it in its row)
+        after = keep.flip(1).cumsum(1).flip(1)
+        out[keep.nonzero(as_tuple=True)[0], (U - after)[keep]] = s[keep]
+    return out
+
+
+@dataclass
+class SequencePairs:
+    """The supervised pairs of a batch as flat lists (O(#pairs) memory; no ``[B, U, U]`` tensors).
+
+    ``items [K]``: every sequence's unique items, ascending within a sequence, sequences in batch order;
+    ``seq [K]``: the sequence (batch row) of each; ``i``, ``j`` ``[P]``: positions in ``items`` of the pairs with
+    i ≤ j (i < j without the diagonal) of the same sequence, ordered by (sequence, i, j) like ``upper_pairs``."""
+
+    items: Tensor
+    seq: Tensor
+    i: Tensor
+    j: Tensor
+    n_seq: int
+
+    @property
+    def offdiag(self) -> Tensor:
+        return self.i != self.j
+
+
+def sequence_pairs(input_ids: Tensor, diagonal: bool = True) -> SequencePairs:
+    """The pairs the losses supervise, from one sort of ``input_ids [B, L]`` (see :class:`SequencePairs`)."""
+    s, keep = _sorted_unique(input_ids)
+    B, dev = s.shape[0], s.device
+    counts = keep.sum(1)
+    items = s[keep]
+    K = items.shape[0]
+    seq = torch.repeat_interleave(torch.arange(B, device=dev), counts, output_size=K)
+    start = counts.cumsum(0) - counts
+    pos = torch.arange(K, device=dev) - start[seq]
+    partners = counts[seq] - pos - (0 if diagonal else 1)  # the j >= i (j > i) of each i in its sequence
+    P = int(partners.sum()) if K else 0
+    i = torch.repeat_interleave(torch.arange(K, device=dev), partners, output_size=P)
+    first = partners.cumsum(0) - partners
+    j = i + (torch.arange(P, device=dev) - first[i]) + (0 if diagonal else 1)
+    return SequencePairs(items, seq, i, j, B)
 
 
 def pair_mask(items: Tensor, diagonal: bool = True) -> Tensor:
@@ -116,7 +181,8 @@ def upper_pairs(mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def frobenius_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tensor:
-    """Released code: ``mean_b sqrt(Σ_ij mask (r̂ − r)² / τ² + 1e-8)`` over sequences with at least one pair."""
+    """Released code: ``mean_b sqrt(Σ_ij mask (r̂ − r)² / τ² + 1e-8)`` over sequences with at least one pair
+    (dense ``[B, U, U]`` form; :class:`CDL` uses :func:`frobenius_pairs`, the same value on pair lists)."""
     d = ((r_hat - r) / tau) * mask
     per_seq = torch.sqrt(d.pow(2).sum((1, 2)) + 1e-8)
     has = mask.flatten(1).any(1)
@@ -124,7 +190,8 @@ def frobenius_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tensor
 
 
 def soft_match_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tensor:
-    """Paper Eq. 3: row-wise temperature-τ softmax over the valid j of each row, squared error averaged over pairs."""
+    """Paper Eq. 3: row-wise temperature-τ softmax over the valid j of each row, squared error averaged over pairs
+    (dense ``[B, U, U]`` form; :class:`CDL` uses :func:`soft_match_pairs`)."""
     neg = torch.finfo(r_hat.dtype).min
 
     def soft(x: Tensor) -> Tensor:
@@ -132,6 +199,37 @@ def soft_match_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tenso
 
     n = mask.sum()
     return ((soft(r_hat) - soft(r)).pow(2) * mask).sum() / n.clamp(min=1)
+
+
+def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
+    """:func:`frobenius_loss` on the i ≤ j pair lists: each i < j pair stands for both orders (weight 2)."""
+    sq = ((r_hat - r) / tau).pow(2)
+    sq = torch.where(pairs.offdiag, 2 * sq, sq)
+    seq = pairs.seq[pairs.i]
+    per_seq = sq.new_zeros(pairs.n_seq).index_add(0, seq, sq)
+    has = torch.zeros(pairs.n_seq, dtype=torch.bool, device=sq.device)
+    has[seq] = True
+    if not bool(has.any()):
+        return r_hat.sum() * 0
+    return torch.sqrt(per_seq[has] + 1e-8).mean()
+
+
+def _segment_softmax(x: Tensor, row: Tensor, n_rows: int) -> Tensor:
+    with torch.no_grad():
+        mx = x.new_full((n_rows,), float("-inf")).scatter_reduce(0, row, x, "amax", include_self=True)
+    e = torch.exp(x - mx[row])
+    return e / e.new_zeros(n_rows).index_add(0, row, e)[row]
+
+
+def soft_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
+    """:func:`soft_match_loss` on the pair lists: the i < j pairs are mirrored to get every ordered pair, then a
+    softmax over each row (b, i) and the squared error averaged over the ordered pairs."""
+    off = pairs.offdiag
+    row = torch.cat([pairs.i, pairs.j[off]])
+    n_rows = pairs.items.shape[0]
+    ps = _segment_softmax(torch.cat([r_hat, r_hat[off]]) / tau, row, n_rows)
+    pt = _segment_softmax(torch.cat([r, r[off]]) / tau, row, n_rows)
+    return (ps - pt).pow(2).sum() / max(row.shape[0], 1)
 
 
 class CDL(nn.Module):
@@ -167,38 +265,72 @@ class CDL(nn.Module):
         return t
 
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding]) -> dict[str, Tensor]:
-        items = unique_items(input_ids)
-        mask = pair_mask(items, self.cfg.diagonal)
-        b, i, j, w = upper_pairs(mask)
-        ii, jj = items[b, i], items[b, j]
+        pairs = sequence_pairs(input_ids, self.cfg.diagonal)
+        items, pi, pj, off = pairs.items, pairs.i, pairs.j, pairs.offdiag
+        ii, jj = items[pi], items[pj]
+        n_off = int(off.sum())
+        n_diag = pi.shape[0] - n_off
         teacher = self._teacher(items.device)
         out: dict[str, Tensor] = {}
         total = None
         for m in self.cfg.modalities:
             if m not in tables:
                 raise ParamError("models.<name>.modalities", f"the backbone has no trainable {m!r} table")
-            E = tables[m].weight
+            if m not in self.proj and m not in self.code_head:
+                continue
+            Ek = table_rows(tables[m].weight, items)  # [K, d]: each unique item of a sequence once
             hol_w, code_w = self.weights[m]
+            r, target = teacher_lookup(teacher, ii, jj, m, m in self.proj, m in self.code_head)
             if m in self.proj:
-                z = self.proj[m](F.embedding(items, E)).float()
-                r_hat = pairwise_xi(z, self.xi)
-                r = torch.zeros_like(r_hat)
-                t = teacher.holistic(ii, jj, m).to(r.dtype)
-                r[b, i, j] = t
-                r[b, j, i] = t
-                fn = frobenius_loss if self.cfg.holistic_loss == "frobenius" else soft_match_loss
-                part = fn(r_hat, r, mask, self.cfg.tau)
+                r_hat = pair_xi(self.proj[m](Ek).float(), pi, pj, self.xi)
+                r = r.to(device=r_hat.device, dtype=r_hat.dtype)
+                if self.cfg.holistic_loss == "frobenius":
+                    part = frobenius_pairs(r_hat, r, pairs, self.cfg.tau)
+                else:
+                    part = soft_match_pairs(r_hat, r, pairs, self.cfg.tau)
                 out[f"cdl/{m}_holistic"] = part.detach()
                 total = hol_w * part if total is None else total + hol_w * part
             if m in self.code_head:
-                logits = self.code_head[m]((E[ii] - E[jj]).abs()).float()
-                target = teacher.codes(ii, jj, m).long().to(logits.device)
-                ce = F.cross_entropy(logits, target, reduction="none")
-                part = (ce * w).sum() / w.sum().clamp(min=1)
+                head = self.code_head[m]
+                target = target.to(device=Ek.device, dtype=torch.long)
+                # i < j pairs stand for both orders (weight 2); a diagonal pair's input |e_i - e_i| is 0, so its
+                # logits are the head's output at 0, computed once.
+                po, qo = pi[off], pj[off]
+                logits = head((Ek.index_select(0, po) - Ek.index_select(0, qo)).abs()).float()
+                ce = 2 * F.cross_entropy(logits, target[off], reduction="sum")
+                if n_diag:
+                    log_p0 = F.log_softmax(head(Ek.new_zeros((1, Ek.shape[1]))).float(), dim=-1)[0]
+                    ce = ce - log_p0[target[~off]].sum()
+                part = ce / max(2 * n_off + n_diag, 1)
                 out[f"cdl/{m}_code"] = part.detach()
                 total = code_w * part if total is None else total + code_w * part
         out["cdl"] = total if total is not None else input_ids.new_zeros((), dtype=torch.float32)
         return out
+
+
+def table_rows(weight: Tensor, ids: Tensor) -> Tensor:
+    """``weight[ids]`` with a *sparse* gradient for the table: CDL touches a few hundred rows of an ``[N+1, d]``
+    table, and a dense gradient would cost a zero-fill and an extra add of the whole table every step (the
+    backbone's own dense gradient absorbs the sparse one). Should CDL be the table's only user in a backward pass,
+    a hook turns the sparse gradient dense before the optimiser sees it."""
+    if weight.requires_grad and not getattr(weight, "_cdl_densify", False):
+        weight.register_post_accumulate_grad_hook(_densify_grad)
+        weight._cdl_densify = True
+    return F.embedding(ids, weight, sparse=True)
+
+
+def _densify_grad(p: Tensor) -> None:
+    if p.grad is not None and p.grad.is_sparse:
+        p.grad = p.grad.to_dense()
+
+
+def teacher_lookup(teacher: Any, i: Tensor, j: Tensor, modality: str, holistic: bool,
+                   codes: bool) -> tuple[Tensor | None, Tensor | None]:
+    """The teacher's holistic correlations and/or codes of the pairs; one fused ``lookup`` (a single gather of both
+    items' m̃) when both are needed and the teacher has it."""
+    if holistic and codes and callable(getattr(teacher, "lookup", None)):
+        return teacher.lookup(i, j, modality)
+    return (teacher.holistic(i, j, modality) if holistic else None, teacher.codes(i, j, modality) if codes else None)
 
 
 def teacher_attr(teacher: Any, name: str, default: Any) -> Any:
