@@ -1,8 +1,10 @@
 """One training loop for every model.
 
 Per epoch: ``model.on_epoch_start(epoch)`` -> per-group LR multipliers -> all-position batches (shuffled by
-(seed, epoch)) -> validation (and test when ``track_test``) -> optional ``epoch_callback`` (extra logs, e.g. KDSR's
-modality-forgetting analysis) -> dvclive -> ``best.pt`` when the monitored metric improves -> ``last.pt``.
+(seed, epoch); logs ``train/loss`` and, when the loss is a dict, the epoch mean of each other scalar entry as
+``train/<name>``, e.g. KDSR's ``train/rec`` and ``train/cdl/image_code``) -> validation (and test when
+``track_test``) -> optional ``epoch_callback`` (extra logs, e.g. KDSR's modality-forgetting analysis) -> dvclive
+-> ``best.pt`` when the monitored metric improves -> ``last.pt``.
 
 ``last.pt`` holds the model, optimizer, scaler, epoch, early-stopping state, history and every RNG state, so a run
 interrupted after epoch e and resumed finishes with exactly the weights of an uninterrupted run (on CPU; tested).
@@ -92,6 +94,7 @@ class Trainer:
         self.device = torch.device(device)
         self.lr_schedule, self.epoch_callback = lr_schedule, epoch_callback
         self.fingerprint, self.use_live, self.progress = fingerprint, live, progress
+        self.loss_parts: dict[str, float] = {}  # the last epoch's loss components (models whose loss is a dict)
         if cfg.monitor is not None:
             split = cfg.monitor.split("/", 1)[0]
             inst = valid if split == "valid" else test
@@ -164,6 +167,7 @@ class Trainer:
                 model.on_epoch_start(epoch)
                 self._apply_schedule(opt, epoch)
                 logs = {"train/loss": self._train_epoch(opt, scaler, epoch)}
+                logs.update(self.loss_parts)  # train/<part>: the epoch means of the other entries of a loss dict
                 logs.update({f"lr/{g['name']}": g["lr"] for g in opt.param_groups})
                 logs.update(self._eval_all())
                 if self.epoch_callback is not None:
@@ -214,6 +218,7 @@ class Trainer:
         model.train()
         n_batches = -(-len(self.windows) // cfg.batch_size)
         total, count, seqs, t0 = 0.0, 0, 0, time.perf_counter()
+        parts: dict[str, list] = {}  # name -> [running sum (a tensor: no device sync per batch), batches]
         bar = tqdm(train_batches(self.windows, cfg.batch_size, self.seed, epoch), total=n_batches,
                    desc=f"epoch {epoch}", leave=False, disable=None if self.progress else True)
         for batch in bar:
@@ -232,8 +237,15 @@ class Trainer:
             scaler.update()
             total += loss.item()
             count += 1
+            if isinstance(out, dict):
+                for k, v in out.items():
+                    if k != "loss" and (isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)):
+                        acc = parts.setdefault(k, [0.0, 0])
+                        acc[0] = acc[0] + (v.detach().float().reshape(()) if torch.is_tensor(v) else float(v))
+                        acc[1] += 1
             seqs += batch.input_ids.shape[0]
             bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.perf_counter() - t0):.0f}")
+        self.loss_parts = {f"train/{k}": float(v) / n for k, (v, n) in parts.items()}
         return total / max(count, 1)
 
 
