@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 
 from .cli_utils import run_main  # noqa: E402
+from .errors import ModalrecError  # noqa: E402
 from .params import load_params  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -31,6 +32,23 @@ def _stage(name: str, params: Path, **kwargs) -> None:
         mod.run(load_params(params), **{k: v for k, v in kwargs.items() if v is not None})
 
     run_main(go)
+
+
+KDSR_ARCHS = ("kdsr", "mmsr", "kdsr_graph")  # = modalrec.stages.train_kdsr.FAMILY_ARCHS (checked by a test)
+
+
+def _family_stage(stage: str, params: Path, model: str) -> str:
+    """``train``/``evaluate``, or ``train_kdsr``/``evaluate_kdsr`` for a KDSR-family ``models.<model>`` entry, so the
+    command resolves the model exactly as the DVC pipeline does. A missing params file or model is left to the
+    stage, which reports it."""
+    try:
+        models = load_params(params).get("models") or {}
+    except ModalrecError:
+        return stage
+    if not isinstance(models, dict) or model not in models:
+        return stage
+    entry = models[model] if isinstance(models[model], dict) else {}
+    return f"{stage}_kdsr" if entry.get("arch", model) in KDSR_ARCHS else stage
 
 
 @app.command()
@@ -64,16 +82,21 @@ def distill(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, h
 def train(model: str = typer.Argument(..., help="a model name from params.yaml `models`"), params: Path = PARAMS,
           dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
           seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
-    """Train one model (resuming an interrupted run); write models/<dataset>/<model>/s<seed>/."""
-    _stage("train", params, model=model, dataset=dataset, seed=seed)
+    """Train one model (resuming an interrupted run); write models/<dataset>/<model>/s<seed>/.
+
+    KDSR-family models (arch kdsr, mmsr, kdsr_graph) go through the `kdsr` section as DVC stage train_kdsr does
+    (presets, backbone defaults, asynchronous LR of the modality tables, forgetting probe)."""
+    _stage(_family_stage("train", params, model), params, model=model, dataset=dataset, seed=seed)
 
 
 @app.command()
 def evaluate(model: str = typer.Argument(..., help="a trained model name"), params: Path = PARAMS,
              dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
              seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
-    """Full-ranking evaluation; write reports/<dataset>/<model>/s<seed>/{metrics.json,per_user.parquet}."""
-    _stage("evaluate", params, model=model, dataset=dataset, seed=seed)
+    """Full-ranking evaluation; write reports/<dataset>/<model>/s<seed>/{metrics.json,per_user.parquet}.
+
+    KDSR-family models are rebuilt and evaluated with their `kdsr`-section resolution (= DVC stage evaluate_kdsr)."""
+    _stage(_family_stage("evaluate", params, model), params, model=model, dataset=dataset, seed=seed)
 
 
 @app.command()
