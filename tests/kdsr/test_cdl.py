@@ -240,3 +240,43 @@ def test_fused_lookup_gives_the_same_losses_and_tables_get_dense_gradients():
     for k in res[0][0]:
         assert res[0][0][k].item() == pytest.approx(res[1][0][k].item(), rel=1e-6)
     assert torch.allclose(res[0][1], res[1][1])
+
+
+def test_cdl_with_the_distill_stage_teacher(tmp_path):
+    """The real teacher (fit, save, load): CDL's targets are its lookups, fused or not, and x sizes the code head."""
+    from modalrec.teacher.teacher import Teacher, TeacherConfig, fit_teacher
+
+    g = torch.Generator().manual_seed(0)
+    n = 20
+    comp = {m: torch.sigmoid(torch.randn(n + 1, 16, generator=g)) for m in ("image", "text")}
+    for c in comp.values():
+        c[0] = 0
+    seqs = [torch.randint(1, n + 1, (6,), generator=g).numpy() for _ in range(30)]
+    fitted, _ = fit_teacher(comp, seqs, TeacherConfig(D=4, codes=6, pairs_cooccur=400, pairs_random=400, seed=0),
+                            progress=False)
+    fitted.save(tmp_path)
+    teacher = Teacher.load(tmp_path, comp)
+
+    class Separate:  # the same teacher without the fused lookup
+        xi, n_codes, device = teacher.xi, teacher.n_codes, teacher.device
+        holistic, codes = teacher.holistic, teacher.codes
+
+    ids = torch.tensor([[0, 3, 1, 3, 7], [2, 5, 2, 9, 8], [0, 0, 0, 0, 6]])
+    outs = []
+    for t in (teacher, Separate()):
+        tables = {m: nn.Embedding.from_pretrained(comp[m].clone(), freeze=False) for m in comp}
+        torch.manual_seed(1)
+        cdl = CDL(CDLConfig(holistic_loss="frobenius"), t, dim=16)
+        assert cdl.code_head["image"][-1].out_features == 6
+        outs.append(cdl(ids, tables))
+    for k in outs[0]:
+        assert outs[0][k].item() == pytest.approx(outs[1][k].item(), rel=1e-6)
+    # with g_φ = identity, the student's holistic scores are the teacher's (tables = m̃): the loss is ~0
+    tables = {m: nn.Embedding.from_pretrained(comp[m].clone(), freeze=False) for m in comp}
+    cdl = CDL(CDLConfig(holistic_loss="frobenius", weights={"image": [1.0, 0.0], "text": [1.0, 0.0]}), teacher, dim=16)
+    with torch.no_grad():
+        for m in comp:
+            cdl.proj[m].weight.copy_(torch.eye(16))
+            cdl.proj[m].bias.zero_()
+    out = cdl(ids, tables)
+    assert out["cdl/image_holistic"].item() < 1e-3 and out["cdl/text_holistic"].item() < 1e-3
