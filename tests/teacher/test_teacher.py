@@ -78,10 +78,10 @@ def test_on_the_fly_equals_brute_force(xi):
 
 def test_codes_in_range_and_deterministic():
     comp = catalogue()
-    cfg = TeacherConfig(D=D, codes=8, pairs_cooccur=3000, pairs_random=1000, seed=11)
+    cfg = TeacherConfig(D=D, codes=8, pairs_cooccur=3000, pairs_random=1000, seed=11, exact=False)
     t1, s1 = fit_teacher(comp, sequences(), cfg, progress=False)
     t2, s2 = fit_teacher(comp, sequences(), TeacherConfig(D=D, codes=8, pairs_cooccur=3000, pairs_random=1000,
-                                                           seed=11), progress=False)
+                                                           seed=11, exact=False), progress=False)
     i = torch.randint(0, N + 1, (500,), generator=torch.Generator().manual_seed(0))
     j = torch.randint(0, N + 1, (500,), generator=torch.Generator().manual_seed(1))
     for m in comp:
@@ -147,3 +147,12 @@ def test_exact_mode_uses_all_pairs():
     comp = {"text": catalogue()["text"]}
     teacher, stats = fit_teacher(comp, None, TeacherConfig(D=D, codes=4, exact=True), progress=False)
     assert stats["pairs"]["total"] == N * N and stats["pairs"]["exact"]
+    # auto: all pairs once the sample would be at least as large as N² (here 1600 <= 2000), else the sample
+    _, auto = fit_teacher(comp, sequences(), TeacherConfig(D=D, codes=4, pairs_cooccur=1000, pairs_random=1000),
+                          progress=False)
+    assert auto["pairs"]["total"] == N * N and auto["pairs"]["exact"]
+    _, sampled = fit_teacher(comp, sequences(), TeacherConfig(D=D, codes=4, pairs_cooccur=1000, pairs_random=500),
+                             progress=False)
+    assert sampled["pairs"]["total"] == 1500 and not sampled["pairs"]["exact"]
+    with pytest.raises(ParamError, match="kdsr.pairs.exact"):
+        TeacherConfig.from_params({"pairs": {"exact": "sometimes"}}, seed=0)

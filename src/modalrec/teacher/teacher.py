@@ -42,7 +42,7 @@ class TeacherConfig:
     xi: str = "cos"               # cos | dot | euclidean | manhattan
     pairs_cooccur: int = 1_000_000   # sampled ordered pairs of items co-occurring in a training sequence
     pairs_random: int = 1_000_000    # sampled uniform random item pairs
-    exact: bool = False           # fit on all N² pairs (small catalogues only)
+    exact: bool | str = "auto"    # True: all N² pairs; False: the sample; auto: all pairs when N² <= the sample size
     seed: int = 2023
     quantize: QuantizerConfig = field(default_factory=QuantizerConfig)
 
@@ -61,7 +61,7 @@ class TeacherConfig:
             raise ParamError(f"{key}.quantizer_options.{extra[0]}", f"unknown option; known: {sorted(qknown)}")
         cfg = cls(D=kdsr.get("D", 8), codes=kdsr.get("codes", 100), quantizer=kdsr.get("quantizer", "kmeans"),
                   xi=kdsr.get("xi", "cos"), pairs_cooccur=pairs.get("cooccur", 1_000_000),
-                  pairs_random=pairs.get("random", 1_000_000), exact=bool(pairs.get("exact", False)), seed=seed,
+                  pairs_random=pairs.get("random", 1_000_000), exact=pairs.get("exact", "auto"), seed=seed,
                   quantize=QuantizerConfig(codes=kdsr.get("codes", 100), quantizer=kdsr.get("quantizer", "kmeans"),
                                            **qopts))
         cfg.validate(key)
@@ -76,7 +76,9 @@ class TeacherConfig:
         for name, v in (("cooccur", self.pairs_cooccur), ("random", self.pairs_random)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ParamError(f"{key}.pairs.{name}", f"must be an integer >= 0, got {v!r}")
-        if not self.exact and self.pairs_cooccur + self.pairs_random == 0:
+        if self.exact not in (True, False, "auto"):
+            raise ParamError(f"{key}.pairs.exact", f"must be true, false or auto, got {self.exact!r}")
+        if self.exact is not True and self.pairs_cooccur + self.pairs_random == 0:
             raise ParamError(f"{key}.pairs", "sample at least one pair (cooccur + random > 0) or set exact: true")
 
 
@@ -265,13 +267,14 @@ def fit_teacher(compressed: dict[str, Tensor], train_sequences: Sequence[np.ndar
         if int(z.shape[0]) != n_items + 1:
             raise DataError(f"compressed {m!r} has {z.shape[0]} rows, expected {n_items + 1}")
     t0 = time.perf_counter()
-    if cfg.exact:
+    exact = cfg.exact is True or (cfg.exact == "auto" and n_items * n_items <= cfg.pairs_cooccur + cfg.pairs_random)
+    if exact:
         pairs, counts = all_pairs(n_items), {"all": n_items * n_items}
     else:
         pairs, counts = sample_pairs(train_sequences, n_items, cfg.pairs_cooccur, cfg.pairs_random, cfg.seed)
     pt = torch.from_numpy(pairs)
     codebooks: dict[str, Tensor] = {}
-    stats: dict[str, Any] = {"pairs": {**counts, "total": int(len(pairs)), "seed": cfg.seed, "exact": cfg.exact},
+    stats: dict[str, Any] = {"pairs": {**counts, "total": int(len(pairs)), "seed": cfg.seed, "exact": exact},
                              "config": {k: v for k, v in asdict(cfg).items() if k != "quantize"} | {
                                  "quantize": asdict(cfg.quantize)}, "modalities": {}}
     fps = {}
