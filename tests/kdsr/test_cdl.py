@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalrec.errors import ParamError
-from modalrec.losses.cdl import (CDL, CDLConfig, frobenius_loss, frobenius_pairs, pair_mask, pair_xi, pairwise_xi,
-                                 sequence_pairs, soft_match_loss, soft_match_pairs, unique_items, upper_pairs)
+from modalrec.losses.cdl import (CDL, CDLConfig, PairCache, frobenius_loss, frobenius_pairs, pair_mask, pair_xi,
+                                 pairwise_xi, sequence_pairs, soft_match_loss, soft_match_pairs, unique_items,
+                                 upper_pairs)
 
 from .helpers import MatrixTeacher, random_teacher
 
@@ -280,3 +281,49 @@ def test_cdl_with_the_distill_stage_teacher(tmp_path):
             cdl.proj[m].bias.zero_()
     out = cdl(ids, tables)
     assert out["cdl/image_holistic"].item() < 1e-3 and out["cdl/text_holistic"].item() < 1e-3
+
+
+def test_pair_cache_returns_the_teacher_values_and_fetches_each_pair_once():
+    g = torch.Generator().manual_seed(0)
+    fetched = []
+
+    def fetch(a, b):
+        fetched.append(torch.stack([a, b], 1))
+        return (a * 1000 + b).float() / 7, (a + b) % 5
+
+    cache = PairCache(10**6)
+    for _ in range(60):
+        i, j = torch.randint(1, 80, (2, 300), generator=g)
+        i, j = torch.minimum(i, j), torch.maximum(i, j)
+        h, c = cache.get(i, j, fetch, (True, True))
+        assert torch.equal(h, (i * 1000 + j).float() / 7) and torch.equal(c, (i + j) % 5)
+    pairs = torch.cat(fetched)
+    assert len(pairs) == len(torch.unique(pairs, dim=0)) == len(cache)  # every pair asked once, all kept
+    small = PairCache(50)  # the bound: pairs beyond it are fetched every time, never stored
+    i = torch.arange(1, 101)
+    small.get(i, i, fetch, (True, True))
+    assert len(small) == 0
+    small.get(i[:40], i[:40], fetch, (True, False))
+    assert len(small) == 40 and small.get(i[:40], i[:40], fetch, (True, False))[1] is None
+
+
+def test_cdl_reuses_teacher_answers_across_batches_with_the_same_losses():
+    teacher = random_teacher(9, n_codes=4, seed=2)
+    ids = torch.tensor([[0, 3, 1, 3, 7], [2, 5, 2, 9, 8], [0, 0, 0, 0, 6]])
+    tables = {m: nn.Embedding(10, 6) for m in ("image", "text")}
+    torch.manual_seed(1)
+    cached = CDL(CDLConfig(), teacher, dim=6)
+    torch.manual_seed(1)
+    fresh = CDL(CDLConfig(teacher_cache=0), teacher, dim=6)
+    first = cached(ids, tables)
+    n = len(teacher.calls)
+    again = cached(ids, tables)
+    assert len(teacher.calls) == n  # every pair came from the cache
+    cached(ids[:2], tables)
+    assert len(teacher.calls) == n
+    ref = fresh(ids, tables)
+    assert len(teacher.calls) > n
+    for k in first:
+        assert first[k].item() == again[k].item() == pytest.approx(ref[k].item(), rel=1e-6)
+    with pytest.raises(ParamError, match="teacher_cache"):
+        CDL(CDLConfig(teacher_cache=-1), teacher, dim=6)

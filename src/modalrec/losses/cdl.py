@@ -52,6 +52,7 @@ class CDLConfig:
     diagonal: bool = True  # include pairs (i, i) as the released code does
     proj_layers: int = 1  # g_φ: 1 Linear (paper) | 2 stacked Linear layers (released code)
     xi: str | None = None  # student's scoring function; None = the teacher's
+    teacher_cache: int = 4_000_000  # item pairs per modality whose teacher answers are kept across batches; 0 = off
 
     def validate(self, key: str = "models.<name>") -> None:
         if self.holistic_loss not in HOLISTIC_LOSSES:
@@ -62,6 +63,8 @@ class CDLConfig:
             raise ParamError(f"{key}.proj_layers", f"must be 1 or 2, got {self.proj_layers}")
         if self.xi is not None:
             normalise_xi(self.xi, f"{key}.xi")
+        if not isinstance(self.teacher_cache, int) or isinstance(self.teacher_cache, bool) or self.teacher_cache < 0:
+            raise ParamError(f"{key}.teacher_cache", f"must be an integer >= 0, got {self.teacher_cache!r}")
         for m in self.modalities:
             w = self.weights.get(m)
             if w is None or len(w) != 2:
@@ -256,6 +259,7 @@ class CDL(nn.Module):
             if code > 0:
                 x = n_codes if n_codes is not None else teacher_n_codes(teacher, m)
                 self.code_head[m] = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, int(x)))
+        self.caches = {m: PairCache(cfg.teacher_cache) for m in cfg.modalities}
 
     def _teacher(self, device: torch.device) -> Any:
         t = self.teacher
@@ -280,7 +284,8 @@ class CDL(nn.Module):
                 continue
             Ek = table_rows(tables[m].weight, items)  # [K, d]: each unique item of a sequence once
             hol_w, code_w = self.weights[m]
-            r, target = teacher_lookup(teacher, ii, jj, m, m in self.proj, m in self.code_head)
+            need = (m in self.proj, m in self.code_head)
+            r, target = self.caches[m].get(ii, jj, lambda a, b: teacher_lookup(teacher, a, b, m, *need), need)
             if m in self.proj:
                 r_hat = pair_xi(self.proj[m](Ek).float(), pi, pj, self.xi)
                 r = r.to(device=r_hat.device, dtype=r_hat.dtype)
@@ -306,6 +311,84 @@ class CDL(nn.Module):
                 total = code_w * part if total is None else total + code_w * part
         out["cdl"] = total if total is not None else input_ids.new_zeros((), dtype=torch.float32)
         return out
+
+
+class PairCache:
+    """The teacher's answers for item pairs, kept across batches: the teacher is fixed and the same training windows
+    (so the same pairs) come back every epoch, so from the second epoch on CDL costs no teacher lookups. Exactly
+    the teacher's values (it is deterministic per pair). Sorted int64 keys ``i << 32 | j`` searched with
+    ``searchsorted``; new pairs are merged (linear time) into a small sorted segment, itself merged into the main
+    one when it grows past 1/8 of it. At most ``max_pairs`` pairs are kept (0 = no cache); later pairs are
+    simply looked up every time. Memory: 16 bytes a pair."""
+
+    def __init__(self, max_pairs: int):
+        self.max_pairs = int(max_pairs)
+        self.segments: list[tuple[Tensor, Tensor | None, Tensor | None]] = []  # (keys, holistic, codes int32)
+        self.need: tuple[bool, bool] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(k) for k, _, _ in self.segments)
+
+    def get(self, i: Tensor, j: Tensor, fetch: Any, need: tuple[bool, bool]) -> tuple[Tensor | None, Tensor | None]:
+        """``(holistic, codes)`` of the pairs (``i <= j`` item ids), from the cache or ``fetch(i', j')``."""
+        if self.max_pairs <= 0:
+            return fetch(i, j)
+        if self.need != need or (self.segments and self.segments[0][0].device != i.device):
+            self.segments, self.need = [], need  # what is cached, or where, changed: start again
+        keys = (i << 32) | j
+        hol = torch.zeros(keys.shape, dtype=torch.float32, device=keys.device) if need[0] else None
+        codes = torch.zeros(keys.shape, dtype=torch.long, device=keys.device) if need[1] else None
+        found = torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+        for k, h, c in self.segments:
+            pos = torch.searchsorted(k, keys).clamp(max=len(k) - 1)
+            hit = (k[pos] == keys) & ~found
+            if hol is not None:
+                hol = torch.where(hit, h[pos], hol)
+            if codes is not None:
+                codes = torch.where(hit, c[pos].long(), codes)
+            found |= hit
+        miss = (~found).nonzero(as_tuple=True)[0]
+        if len(miss):
+            new, inv = torch.unique(keys[miss], return_inverse=True)  # sorted, each pair once
+            h_new, c_new = fetch(new >> 32, new & 0xFFFFFFFF)
+            if hol is not None:
+                h_new = h_new.to(device=keys.device, dtype=torch.float32)
+                hol[miss] = h_new[inv]
+            if codes is not None:
+                c_new = c_new.to(device=keys.device, dtype=torch.long)
+                codes[miss] = c_new[inv]
+            room = self.max_pairs - len(self)
+            if room >= len(new):
+                self._insert(new, h_new if hol is not None else None, c_new if codes is not None else None)
+        return hol, codes
+
+    def _insert(self, k: Tensor, h: Tensor | None, c: Tensor | None) -> None:
+        c = c.to(torch.int32) if c is not None else None
+        if len(self.segments) < 2:
+            self.segments.append((k, h, c))
+        else:
+            (k1, h1, c1) = self.segments[1]
+            self.segments[1] = _merge(k1, h1, c1, k, h, c)
+        if len(self.segments) == 2 and 8 * len(self.segments[1][0]) > len(self.segments[0][0]):
+            self.segments = [_merge(*self.segments[0], *self.segments[1])]
+
+
+def _merge(k1: Tensor, h1: Tensor | None, c1: Tensor | None, k2: Tensor, h2: Tensor | None,
+           c2: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Merge two sorted key segments (and their values) in linear time, without sorting again."""
+    at2 = torch.searchsorted(k1, k2) + torch.arange(len(k2), device=k2.device)  # final slots of the k2 entries
+    at1 = torch.ones(len(k1) + len(k2), dtype=torch.bool, device=k1.device)
+    at1[at2] = False
+
+    def place(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+        if a is None:
+            return None
+        out = a.new_empty(len(a) + len(b))
+        out[at1] = a
+        out[at2] = b
+        return out
+
+    return place(k1, k2), place(h1, h2), place(c1, c2)
 
 
 def table_rows(weight: Tensor, ids: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ class KDSR(SeqRecModel):
         diagonal: bool = True
         proj_layers: int = 1
         xi: str | None = None
+        teacher_cache: int = 4_000_000  # item pairs per modality whose teacher answers are kept; 0 = off
         # --- asynchronous training of the modality tables (applied by the train_kdsr stage)
         async_lr: str = "linear"  # linear (paper) | constant (released code, ε/4) | none (w/o AT)
         async_start: float = 0.1
@@ -123,7 +124,7 @@ def uses_teacher(cfg: KDSR.Config) -> bool:
 def cdl_config(cfg: KDSR.Config) -> CDLConfig:
     return CDLConfig(modalities=list(cfg.modalities), weights={m: list(cfg.weights[m]) for m in cfg.weights},
                      tau=cfg.tau, holistic_loss=cfg.holistic_loss, diagonal=cfg.diagonal,
-                     proj_layers=cfg.proj_layers, xi=cfg.xi)
+                     proj_layers=cfg.proj_layers, xi=cfg.xi, teacher_cache=cfg.teacher_cache)
 
 
 def backbone_config(cfg: KDSR.Config, key: str) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,159 @@
+"""What CDL adds to a backbone's training: time per epoch and the size of the pair tensors.
+
+Data: the Amazon-2014 Beauty sequences from ../shared (22,363 users, 12,101 items; KDSR's ratio split, the last 20%
+of every sequence is test), max length 50, batch 256 windows, SASRec / GRU4Rec (d = 64, ``item_repr: tuned``) and
+the released code's graph backbone. Beauty has no features here, so m̃ is a seeded random sigmoid code per item
+(128-d): the cost of CDL does not depend on the values. The teacher is the real distill-stage teacher
+(``modalrec.teacher.teacher.fit_teacher``) fitted on those codes and the training sequences (D = 8, x = 100 as the
+``kdsr`` preset; ``--codes 50`` for the released code's x).
+
+For each backbone, the same batches go through the backbone alone and through ``kdsr`` on that backbone
+(interleaved, so machine contention hits both alike); one training step = forward + backward + Adam step. Two
+passes: the first is like epoch 1 (CDL asks the teacher about every new pair and caches the answers), the second like
+every later epoch (the same windows come back, the answers come from the cache). Prints
+the time per step of each (mean, and the median of the per-batch ratios, which is robust to bursts of contention),
+the extrapolated time per epoch, the overhead of CDL (target: <= 20%) and, per batch, the size of the pair lists
+CDL works on (the i <= j pairs of each sequence's unique items: O(sum of U_b^2), bounded by the batch's longest
+sequence) against a dense ``[B, U, U]`` layout (U = most unique items of a sequence in the batch) and N×N.
+
+Usage: python benchmarks/kdsr.py [--batches 30] [--batch 64] [--codes 100] [--threads N]
+                                 [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
+Figures measured on a shared, busy machine are inflated by contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads on a busy CPU
+
+import numpy as np
+import torch
+
+from modalrec.data.batching import train_batches, train_windows
+from modalrec.losses.cdl import sequence_pairs, unique_items
+from modalrec.models import ModelContext, build_model
+
+BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon2014-beauty-seq" / "Beauty" / \
+    "user_sequence.txt"
+MAXLEN, DIM = 50, 128
+
+
+def load_beauty() -> tuple[list[np.ndarray], int]:
+    index: dict[str, int] = {}
+    seqs = []
+    for line in BEAUTY.read_text().splitlines():
+        parts = line.split()
+        seqs.append(np.asarray([index.setdefault(a, len(index) + 1) for a in parts[1:]], dtype=np.int64))
+    return seqs, len(index)
+
+
+def build_teacher(compressed: dict[str, torch.Tensor], sequences: list[np.ndarray], D: int, x: int, pairs: int,
+                  seed: int = 0):
+    from modalrec.teacher.teacher import TeacherConfig, fit_teacher  # the distill stage's API
+
+    cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed)
+    teacher, _ = fit_teacher(compressed, sequences, cfg, progress=False)
+    return teacher
+
+
+def step_fn(model):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(batch):
+        out = model.loss(batch)
+        loss = out["loss"] if isinstance(out, dict) else out
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=64, help="windows per batch (train.batch_size; KDSR's code: 256)")
+    ap.add_argument("--codes", type=int, default=100, help="teacher codewords x (kdsr preset 100; released code 50)")
+    ap.add_argument("--teacher-pairs", type=int, default=200_000, help="co-occurring and random pairs for the codebook")
+    ap.add_argument("--form", default="soft_match", choices=["soft_match", "frobenius"])
+    ap.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec", "kdsr_graph"])
+    a = ap.parse_args()
+    BATCH = a.batch
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if not BEAUTY.exists():
+        sys.exit(f"Beauty sequences not found at {BEAUTY}")
+    seqs, n = load_beauty()
+    lens = np.array([len(s) for s in seqs])
+    n_train = lens - (lens * 0.2).astype(int)
+    windows = train_windows(seqs, n_train, MAXLEN)
+    n_batches = -(-len(windows) // BATCH)
+    g = torch.Generator().manual_seed(0)
+    comp = {m: torch.sigmoid(torch.randn(n + 1, DIM, generator=g) * 2) for m in ("image", "text")}
+    for c in comp.values():
+        c[0] = 0
+    t0 = time.perf_counter()
+    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], 8, a.codes, a.teacher_pairs)
+    print(f"Beauty: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
+          f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}")
+    ctx = ModelContext(n_items=n, max_len=MAXLEN, compressed=comp, teacher=teacher)
+    batches = [b for _, b in zip(range(a.batches + 1), train_batches(windows, BATCH, seed=0, epoch=1))]
+
+    # pair-tensor sizes: bounded by each batch's longest sequence, not by N
+    worst = max(batches, key=lambda b: int((b.input_ids > 0).sum(1).max()))
+    for name, b in (("typical", batches[0]), ("longest", worst)):
+        U = unique_items(b.input_ids).shape[1]
+        pairs = sequence_pairs(b.input_ids)
+        P, K = pairs.i.shape[0], pairs.items.shape[0]
+        L = int((b.input_ids > 0).sum(1).max())
+        B = b.input_ids.shape[0]
+        print(f"pairs ({name} batch): longest sequence {L}, {K:,} unique items in {B} sequences, i<=j pairs {P:,} "
+              f"(code-head input {P * DIM * 4 / 2**20:.1f} MiB fp32); a dense [B,U,U] layout would have "
+              f"{B * U * U:,} entries (U = {U}); B*L*L = {B * L * L:,}; N*N = {n * n:,}")
+
+    cfgs = {"sasrec": {"dim": 64, "layers": 2, "heads": 1, "dropout": 0.2},
+            "gru4rec": {"dim": 64, "hidden": 128, "dropout": 0.3},
+            "kdsr_graph": {"dim": DIM}}
+    print(f"{'backbone':<12} {'pass':<8} {'alone ms/step':>14} {'+CDL ms/step':>13} {'alone s/epoch':>14} "
+          f"{'+CDL s/epoch':>13} {'overhead':>9} {'median':>7}")
+    for bb in a.backbones:
+        torch.manual_seed(0)
+        bcfg = dict(cfgs[bb])
+        if bb in ("sasrec", "gru4rec"):
+            plain = build_model(bb, {**bcfg, "item_repr": "tuned", "modalities": ["image", "text"]}, ctx)
+        else:
+            plain = build_model(bb, bcfg, ctx)
+        torch.manual_seed(0)
+        kd = build_model("kdsr", {"backbone": bb, "backbone_cfg": bcfg, "holistic_loss": a.form,
+                                  "weights": {"image": [1.0, 0.5], "text": [1.0, 0.5]}}, ctx)
+        plain.train()
+        kd.train()
+        s_plain, s_kd = step_fn(plain), step_fn(kd)
+        s_plain(batches[0])
+        s_kd(batches[0])  # warm-up
+        # pass 1 = the first epoch (CDL's pair cache fills with the teacher's answers); pass 2 = the same batches
+        # again, as every later epoch sees them (the answers come from the cache)
+        for name in ("epoch 1", "later"):
+            tp, tk = [], []
+            for b in batches[1:]:
+                t = time.perf_counter()
+                s_plain(b)
+                tp.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                s_kd(b)
+                tk.append(time.perf_counter() - t)
+            mp, mk = float(np.mean(tp)), float(np.mean(tk))
+            med = float(np.median(np.asarray(tk) / np.asarray(tp)))
+            print(f"{bb:<12} {name:<8} {mp * 1e3:>14.1f} {mk * 1e3:>13.1f} {mp * n_batches:>14.1f} "
+                  f"{mk * n_batches:>13.1f} {(mk / mp - 1) * 100:>8.1f}% {(med - 1) * 100:>6.1f}%", flush=True)
+    print("(target: CDL adds <= 20% per epoch; timings on a shared machine are inflated by contention)")
+
+
+if __name__ == "__main__":
+    main()
