@@ -5,13 +5,11 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from modalrec.data.prepared import write_prepared
-from modalrec.data.synthetic import generate
 from modalrec.encode.cache import write_features
 from modalrec.io import read_json
 from modalrec.params import load_params
+from tiny_data import write_tiny_prepared
 from modalrec.stages import distill, evaluate_kdsr, train_kdsr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,19 +18,7 @@ DS = "tiny"
 
 def make_project(root, n_items=50):
     """A tiny prepared dataset and 16-d sigmoid codes standing for the compress stage's m~ (two items lack images)."""
-    inter, items = generate(n_users=100, n_items=n_items, n_interactions=900, image_size=16, seed=3)
-    items = items.with_row_index("item", offset=1).with_columns(pl.col("item").cast(pl.Int32))
-    index = dict(zip(items["item_orig"].to_list(), items["item"].to_list()))
-    inter = inter.sort(["user_orig", "timestamp", "order"])
-    users = {u: i for i, u in enumerate(dict.fromkeys(inter["user_orig"].to_list()))}
-    inter = inter.with_columns(pl.col("user_orig").replace_strict(users, return_dtype=pl.Int32).alias("user"),
-                               pl.col("item_orig").replace_strict(index, return_dtype=pl.Int32).alias("item"))
-    seqs = inter.group_by("user", maintain_order=True).agg(pl.col("item").alias("items"))
-    lens = seqs["items"].list.len().to_numpy()
-    n_test = np.maximum(1, (lens * 0.2).astype(int))
-    split = seqs.with_columns(pl.Series("n_train", lens - n_test - 1), pl.Series("n_valid", np.ones_like(lens)))
-    write_prepared(root / "data" / "prepared" / DS, inter, items, split, stats={},
-                   meta={"dataset": DS, "split": {"name": "ratio", "test": 0.2, "valid": 1}})
+    items = write_tiny_prepared(root / "data" / "prepared" / DS, DS, n_items=n_items)
     n = len(items)
     rng = np.random.default_rng(0)
     for m in ("image", "text"):
