@@ -32,18 +32,10 @@ from modalrec.data.batching import eval_instances, train_batches, train_windows
 from modalrec.evaluate.protocol import EvalConfig, evaluate
 from modalrec.models import ModelContext, build_model
 
-BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon2014-beauty-seq" / "Beauty" / \
-    "user_sequence.txt"
+from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
+
 MAXLEN = 50
 
-
-def load_beauty() -> tuple[list[np.ndarray], int]:
-    index: dict[str, int] = {}
-    seqs = []
-    for line in BEAUTY.read_text().splitlines():
-        parts = line.split()
-        seqs.append(np.asarray([index.setdefault(a, len(index) + 1) for a in parts[1:]], dtype=np.int64))
-    return seqs, len(index)
 
 
 def time_training(step, batches, seconds: float) -> tuple[float, int, int, int]:
