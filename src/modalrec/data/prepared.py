@@ -13,9 +13,6 @@ train / valid / test target positions. Positions follow the contract: the target
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..io import current_umask, read_parquet_meta, write_json, write_parquet
+from ..io import atomic_dir, read_parquet_meta, write_json, write_parquet
 
 INTERACTION_COLUMNS = {"user": pl.Int32, "item": pl.Int32, "timestamp": pl.Int64, "order": pl.Int64,
                        "rating": pl.Float32, "user_orig": pl.String, "item_orig": pl.String}
@@ -75,40 +72,13 @@ def write_prepared(out_dir: str | Path, interactions: pl.DataFrame, items: pl.Da
     split_table = split_table.select(pl.col("user").cast(pl.Int32), pl.col("items").cast(pl.List(pl.Int32)),
                                      pl.col("n_train").cast(pl.Int32), pl.col("n_valid").cast(pl.Int32))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         write_parquet(tmp / "interactions.parquet", inter.to_arrow(), meta=meta)
         write_parquet(tmp / "items.parquet", items.to_arrow(),
                       meta={**meta, "text_fields": text_fields(items), "n_items": n_items})
         write_parquet(tmp / "split.parquet", split_table.to_arrow(), meta=meta)
         write_json(tmp / "stats.json", stats)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename ``src`` onto ``dst``; an existing ``dst`` is moved aside first and removed only after success."""
-    old = None
-    if dst.exists() or dst.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-        os.rmdir(old)
-        os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    os.chmod(dst, 0o777 & ~current_umask())  # mkdtemp creates 0700; a folder gets the usual 0755 (modulo umask)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -36,10 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
+from ..teacher.correlation import XI, normalise_xi
 
 HOLISTIC_LOSSES = ("frobenius", "soft_match")
-XI = ("cos", "dot", "euclidean", "manhattan")
-_XI_ALIASES = {"cosine": "cos", "euc": "euclidean", "man": "manhattan", "l2": "euclidean", "l1": "manhattan"}
 
 
 @dataclass
@@ -74,13 +73,6 @@ class CDLConfig:
         extra = sorted(set(self.weights) - set(self.modalities))
         if extra:
             raise ParamError(f"{key}.weights.{extra[0]}", f"not one of the modalities {self.modalities}")
-
-
-def normalise_xi(xi: str, key: str = "xi") -> str:
-    xi = _XI_ALIASES.get(str(xi).lower(), str(xi).lower())
-    if xi not in XI:
-        raise ParamError(key, f"must be one of {XI}, got {xi!r}")
-    return xi
 
 
 def pairwise_xi(z: Tensor, xi: str) -> Tensor:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from ..encode.cache import load_features, write_features
 from ..errors import ParamError
-from ..io import atomic_path, write_json
+from ..io import write_json
 from ..params import get
 from ..teacher.autoencoder import AEConfig, config_dict, encode_all, fit_autoencoder
+from ..train.checkpoint import save
 
 MODALITIES = ("image", "text")
 
@@ -54,8 +53,7 @@ def run(params: dict, modality: str, dataset: str | None = None, data_root: str 
     else:  # e.g. a dataset without images: nothing to learn, every code is the zero vector
         print(f"compress {modality}: no item of {ds} has a {modality} feature; writing zero codes")
         state = {}
-    with atomic_path(out["weights"], suffix=".pt.tmp") as tmp:
-        torch.save(state, tmp)
+    save(out["weights"], state)
     write_json(out["info"], info)
     write_features(out["codes"], codes, has[1:], {
         "stage": "compress", "dataset": ds, "modality": modality, "family": "autoencoder", "pooling": "sigmoid",

@@ -8,8 +8,6 @@ Training looks pairs up on the fly through :class:`modalrec.teacher.teacher.Teac
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ import torch
 from ..data.prepared import load_prepared
 from ..encode.cache import load_features
 from ..errors import DataError
-from ..io import read_json
+from ..io import atomic_dir, read_json
 from ..params import get
 from ..teacher.teacher import TeacherConfig, fit_teacher
 
@@ -54,15 +52,8 @@ def run(params: dict, dataset: str | None = None, data_root: str | Path = "data"
     for m, a in ae.items():
         stats["modalities"][m]["autoencoder"] = a
     out = output_dir(ds, models_root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".teacher.", dir=out.parent))
-    try:  # write the whole directory aside, then swap it in: never a half-written teacher
+    with atomic_dir(out) as tmp:  # never a half-written teacher
         teacher.save(tmp, stats)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     parts = ", ".join(f"{m} perplexity {s['perplexity']:.1f}/{cfg.codes} ({s['dead_codes']} dead)"
                       for m, s in stats["modalities"].items())
     print(f"distill {ds}: {cfg.quantizer} x={cfg.codes} D={cfg.D} xi={cfg.xi} on {stats['pairs']['total']:,} pairs; "

@@ -12,7 +12,6 @@ modality tables (``item_repr: tuned``).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -20,8 +19,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..errors import ParamError
+from ..train.checkpoint import state_copy
 
 
 @dataclass
@@ -117,11 +118,11 @@ def fit_autoencoder(x: np.ndarray, cfg: AEConfig, seed: int, progress: bool = Tr
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     model = AutoEncoder(xt.shape[1], cfg.dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    best_mse, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    best_mse, best_state, best_epoch, bad = math.inf, state_copy(model), 0, 0
     history: list[tuple[int, float]] = []
     n = len(xt)
     var = float(xt.var(0, unbiased=False).mean())
-    bar = _progress(cfg.max_epochs, desc, progress)
+    bar = tqdm(total=cfg.max_epochs, desc=desc, unit="ep", leave=False, disable=not progress)
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -139,10 +140,10 @@ def fit_autoencoder(x: np.ndarray, cfg: AEConfig, seed: int, progress: bool = Tr
         mse = reconstruction_mse(model, xt)
         history.append((epoch, mse))
         if mse < best_mse - cfg.min_delta * var:
-            best_mse, best_state, best_epoch, bad = mse, copy.deepcopy(model.state_dict()), epoch, 0
+            best_mse, best_state, best_epoch, bad = mse, state_copy(model), epoch, 0
         else:
             if mse < best_mse:  # a small improvement: keep the better state, but it counts as a bad check
-                best_mse, best_state, best_epoch = mse, copy.deepcopy(model.state_dict()), epoch
+                best_mse, best_state, best_epoch = mse, state_copy(model), epoch
             bad += 1
         bar.update(1)
         bar.set_postfix(mse=f"{mse:.5f}", best=best_epoch)
@@ -165,17 +166,3 @@ def encode_all(model: AutoEncoder, x: np.ndarray, chunk: int = 8192) -> np.ndarr
 
 def config_dict(cfg: AEConfig, d_in: int) -> dict:
     return {"arch": "autoencoder", "d_in": int(d_in), **asdict(cfg)}
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kw) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="ep", leave=False)

@@ -127,14 +127,9 @@ class Teacher:
         if i.shape != j.shape:
             raise ValueError(f"pair id tensors must have equal shapes, got {tuple(i.shape)} and {tuple(j.shape)}")
         Z = self._table(m)
-        fi, fj = i.reshape(-1).to(Z.device), j.reshape(-1).to(Z.device)
-        hol = torch.empty(len(fi), dtype=torch.float32, device=Z.device)
-        codes = torch.empty(len(fi), dtype=torch.long, device=Z.device)
-        for s in range(0, len(fi), self.chunk):
-            a, b = Z[fi[s:s + self.chunk]], Z[fj[s:s + self.chunk]]
-            hol[s:s + self.chunk] = pair_xi(a, b, self.xi)
-            codes[s:s + self.chunk] = assign(pair_xi(dissect(a, self.D), dissect(b, self.D), self.xi),
-                                             self.codebooks[m])
+        pairs = torch.stack([i.reshape(-1), j.reshape(-1)], 1).to(Z.device)
+        hol, vec = pair_correlations(Z, pairs, self.D, self.xi, self.chunk)
+        codes = assign(vec, self.codebooks[m])
         return hol.reshape(i.shape), codes.reshape(i.shape)
 
     def holistic(self, i: Tensor, j: Tensor, m: str) -> Tensor:
@@ -143,12 +138,6 @@ class Teacher:
         fi, fj = i.reshape(-1).to(Z.device), j.reshape(-1).to(Z.device)
         out = [pair_xi(Z[fi[s:s + self.chunk]], Z[fj[s:s + self.chunk]], self.xi) for s in range(0, len(fi), self.chunk)]
         return (torch.cat(out) if out else Z.new_zeros(0)).reshape(i.shape)
-
-    def dissected(self, i: Tensor, j: Tensor, m: str) -> Tensor:
-        """The D per-part correlations per pair (``[..., D]``)."""
-        Z = self._table(m)
-        a, b = Z[i.to(Z.device)], Z[j.to(Z.device)]
-        return pair_xi(dissect(a, self.D), dissect(b, self.D), self.xi)
 
     def codes(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """Nearest-codeword id (int64) of each pair's dissected correlation (shape of ``i``)."""
@@ -255,6 +244,18 @@ def all_pairs(n_items: int) -> np.ndarray:
     return np.stack(np.meshgrid(ids, ids, indexing="ij"), -1).reshape(-1, 2)
 
 
+def pair_correlations(z: Tensor, pairs: Tensor, D: int, xi: str, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Holistic ``[P]`` and dissected ``[P, D]`` correlations of the item pairs ``pairs [P, 2]`` (one gather each)."""
+    hol, vec = [], []
+    for s in range(0, len(pairs), chunk):
+        a, b = z[pairs[s:s + chunk, 0]], z[pairs[s:s + chunk, 1]]
+        hol.append(pair_xi(a, b, xi))
+        vec.append(pair_xi(dissect(a, D), dissect(b, D), xi))
+    if not hol:
+        return z.new_zeros(0), z.new_zeros(0, D)
+    return torch.cat(hol), torch.cat(vec)
+
+
 def fit_teacher(compressed: dict[str, Tensor], train_sequences: Sequence[np.ndarray] | None, cfg: TeacherConfig,
                 progress: bool = True) -> tuple[Teacher, dict[str, Any]]:
     """Fit one codebook per modality on the sampled pairs' dissected correlations -> ``(teacher, stats)``."""
@@ -278,13 +279,9 @@ def fit_teacher(compressed: dict[str, Tensor], train_sequences: Sequence[np.ndar
                              "config": {k: v for k, v in asdict(cfg).items() if k != "quantize"} | {
                                  "quantize": asdict(cfg.quantize)}, "modalities": {}}
     fps = {}
-    probe = Teacher(compressed, {m: torch.zeros(1, cfg.D) for m in compressed}, cfg.xi, cfg.D)
     for k, m in enumerate(compressed):
         tm = time.perf_counter()
-        vec = torch.cat([probe.dissected(pt[s:s + 65536, 0], pt[s:s + 65536, 1], m)
-                         for s in range(0, len(pt), 65536)]).numpy()
-        hol = torch.cat([probe.holistic(pt[s:s + 65536, 0], pt[s:s + 65536, 1], m)
-                         for s in range(0, len(pt), 65536)]).numpy()
+        hol, vec = (t.numpy() for t in pair_correlations(compressed[m].float(), pt, cfg.D, cfg.xi))
         codebooks[m] = torch.from_numpy(fit_codebook(vec, cfg.quantize, cfg.seed + k))
         st = usage_stats(vec, codebooks[m].numpy())
         st["holistic"] = {"mean": float(hol.mean()), "std": float(hol.std()), "min": float(hol.min()),
