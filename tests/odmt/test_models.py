@@ -191,3 +191,110 @@ def test_single_modality_runs():
     m = build_model("odmt", {"modalities": ["text"], "id_init": "text"}, ctx)
     assert m.branches == ["text", "id"]
     m.loss(batch_from_windows(random_windows(4, N, 2), MAX_LEN))["loss"].backward()
+
+
+def test_loss_is_the_summed_branch_ces_plus_the_ramped_distillation():
+    """ODMT's objective: Σ_b CE_b + w(epoch) · Σ pairs D (T from the config); late fusion: one CE on the mean."""
+    import torch.nn.functional as F
+
+    from modalrec.losses.online_distill import online_distillation, rampup_weight
+
+    ctx = context(N, MAX_LEN)
+    b = batch_from_windows(random_windows(6, N, 4), MAX_LEN)
+    for cfg in ({"T": 0.3, "alpha": 4.0}, {"T": 0.7, "alpha": 4.0, "kd_form": "kl", "detach_teacher": True}):
+        torch.manual_seed(0)
+        m = build_model("odmt", cfg, ctx).eval()  # eval: no dropout, so two passes agree
+        m.on_epoch_start(2)
+        out = m.loss(b)
+        logits, cand = m.branch_logits(b)
+        ce = sum(F.cross_entropy(z, cand.label_col) for z in logits.values())
+        kd = sum(online_distillation(logits, cfg["T"], cfg.get("kd_form", "soft_ce")).values())
+        w = rampup_weight(2, 4.0)
+        assert out["kd_weight"].item() == pytest.approx(w) and 0 < w < 1
+        assert out["loss"].item() == pytest.approx((ce + w * kd).item(), rel=1e-5)
+    torch.manual_seed(0)
+    m = build_model("odmt", {"objective": "late_fusion"}, ctx).eval()
+    logits, cand = m.branch_logits(b)
+    ens = torch.stack(list(logits.values())).mean(0)
+    assert m.loss(b)["loss"].item() == pytest.approx(F.cross_entropy(ens, cand.label_col).item(), rel=1e-5)
+
+
+def test_training_logits_are_debiased_by_training_popularity_but_scores_are_raw():
+    from modalrec.losses.inbatch import log_popularity
+
+    ctx = context(N, MAX_LEN)
+    skewed = context(N, MAX_LEN)
+    skewed.item_counts = torch.arange(N + 1, dtype=torch.float32) ** 3  # very different popularity
+    b = batch_from_windows(random_windows(5, N, 6), MAX_LEN)
+    models = {}
+    for name, c, debias in (("base", ctx, True), ("plain", ctx, False), ("skewed", skewed, True)):
+        torch.manual_seed(0)
+        models[name] = build_model("odmt", {"debias": debias}, c).eval()
+    assert torch.allclose(models["base"].log_pop, log_popularity(ctx.item_counts))
+    (zb, cand), (zp, _) = models["base"].branch_logits(b), models["plain"].branch_logits(b)
+    keep = ~cand.mask
+    shift = -models["base"].log_pop[cand.col_items].expand_as(keep)
+    for br in zb:
+        assert torch.allclose((zb[br] - zp[br])[keep], shift[keep], atol=1e-4)
+    ids = b.input_ids
+    s = {k: m.score_all(ids) for k, m in models.items()}
+    assert torch.equal(s["base"], s["plain"]) and torch.equal(s["base"], s["skewed"])
+
+
+def test_one_user_encoder_and_one_leaky_relu_head_per_branch():
+    m = build_model("odmt", {}, context(N, MAX_LEN))
+    assert set(m.users) == set(m.tower.heads) == {"text", "image", "id"}
+    ptrs = [{p.data_ptr() for p in m.users[b].parameters()} for b in m.users]
+    assert all(not (a & c) for i, a in enumerate(ptrs) for c in ptrs[i + 1:])  # no shared weights
+    for head in m.tower.heads.values():
+        assert [type(x).__name__ for x in head] == ["Linear", "LeakyReLU", "Linear"]
+
+
+def test_cuda_style_autocast_keeps_the_in_batch_logits_float32():
+    """The trainer autocasts on CUDA only; under autocast the in-batch logits and losses stay float32."""
+    from types import SimpleNamespace
+
+    from modalrec.train.trainer import TrainConfig, Trainer
+
+    with Trainer._autocast(SimpleNamespace(device=torch.device("cpu"), cfg=TrainConfig(amp=True))):
+        assert not torch.is_autocast_enabled("cpu")
+    m = build_model("odmt", {}, context(N, MAX_LEN))
+    b = batch_from_windows(random_windows(4, N, 8), MAX_LEN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = m.branch_logits(b)
+        out = m.loss(b)
+    assert all(z.dtype == torch.float32 for z in logits.values()) and torch.isfinite(out["loss"])
+
+
+class _ReadTracker:
+    """A read-only array stand-in that records the shape of every slice the model reads and forbids whole
+    conversions (``np.asarray(cache.tokens)``)."""
+
+    def __init__(self, arr, log):
+        self.arr, self.log, self.shape, self.dtype = arr, log, arr.shape, arr.dtype
+
+    def __getitem__(self, idx):
+        out = self.arr[idx]
+        self.log.append((out.shape, out.dtype))
+        return out
+
+    def __array__(self, *a, **k):
+        raise AssertionError("the whole token cache was converted")
+
+
+def test_token_caches_are_read_in_bounded_fp16_slices():
+    """No float32 (or any) copy of the whole catalogue: every read of token rows covers at most one chunk of
+    ``max(1024 for the ID initialisation, tower_batch, a batch's items)`` rows and comes back fp16."""
+    n = 1100  # more rows than the 1024-row chunk of the ID initialisation
+    ctx = context(n, MAX_LEN)
+    ctx.tokens["image"].meta["cls_token"] = False  # also the masked-mean path of CNN grids
+    logs = []
+    for c in ctx.tokens.values():
+        c.tokens = _ReadTracker(c.tokens, logs)
+    torch.manual_seed(0)
+    m = build_model("odmt", {"tower_batch": 300}, ctx)
+    m.loss(batch_from_windows(random_windows(8, n, 9), MAX_LEN))["loss"].backward()
+    m.eval().score_all(torch.tensor([[0, 1, 2, 3, 4, 5]]))
+    full = [s for s, _ in logs if len(s) == 3]
+    assert full and max(s[0] for s in full) <= 1024 < n + 1
+    assert all(dt == np.float16 for _, dt in logs)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from modalrec.encode.cache import TokenWriter
 from modalrec.params import load_params
@@ -38,15 +39,21 @@ def setup(tmp_path_factory, repo_root):
 
 
 @pytest.mark.parametrize("model", ["odmt", "sasrec_lf"])
-def test_train_and_evaluate_stages(setup, model):
+def test_train_and_evaluate_stages(setup, model, monkeypatch):
     p, root = setup
     kw = {"data_root": root / "data", "models_root": root / "models", "progress": False}
+    clips = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k:
+                        clips.append(max_norm) or clip(params, max_norm, *a, **k))
     run_dir = train_odmt.run(p, model=model, seed=7, **kw)
+    assert clips and set(clips) == {5.0}  # gradient clipping at every step, the released code's norm
     cfg = json.loads((run_dir / "config.json").read_text())
     assert (run_dir / "best.pt").exists() and cfg["max_len"] == 12
     if model == "odmt":  # the odmt section reached the model: per-dataset T/alpha, family trainer options
         assert cfg["cfg"]["T"] == 0.4 and cfg["cfg"]["alpha"] == 2
     assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["monitor"] == "valid/hr@10"
+    assert cfg["train"]["weight_decay"] == 0.1 and cfg["train"]["amp"] is True  # AMP applies on CUDA only
     out = evaluate_odmt.run(p, model=model, seed=7, reports_root=root / "reports", **kw)
     metrics = json.loads((out / "metrics.json").read_text())
     proto = metrics["protocol"]
@@ -55,3 +62,23 @@ def test_train_and_evaluate_stages(setup, model):
     assert {"hr@10", "ndcg@10", "hr@20", "ndcg@20"} <= set(test)
     assert all(f"{b}/hr@10" in test for b in ("id", "text", "image"))  # per-branch metrics
     assert 0.0 <= test["hr@10"] <= test["hr@20"] <= 1.0
+
+
+def test_popularity_comes_from_the_train_parts_of_the_window(setup):
+    """ODMT's debiasing counts come from the first n-2 items of each user's 15-item window (paper-notes §3.2)."""
+    from modalrec.data.prepared import load_prepared
+    from modalrec.losses.inbatch import log_popularity
+    from modalrec.models import build_model
+    from modalrec.stages.train import load_context, resolve
+
+    p, root = setup
+    prep = load_prepared(root / "data" / "prepared" / DS)
+    assert max(len(s) for s in prep.sequences) <= 15 and min(len(s) for s in prep.sequences) >= 5
+    assert all(int(nt) == len(s) - 2 for s, nt in zip(prep.sequences, prep.n_train))
+    by_hand = np.zeros(prep.n_items + 1)
+    for s in prep.sequences:
+        np.add.at(by_hand, s[:-2], 1)
+    ctx, _ = load_context(resolve(train_odmt.resolve(p, "odmt"), "odmt", 7), prep, root / "data")
+    assert np.array_equal(ctx.item_counts.numpy(), by_hand)
+    model = build_model("odmt", {"d": 16}, ctx)
+    assert torch.allclose(model.log_pop, log_popularity(torch.from_numpy(by_hand)))
