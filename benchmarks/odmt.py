@@ -8,6 +8,10 @@ token rows are read from the memory map and only the rows a step needs become fl
 below a float32 copy of the catalogue (also printed).
 
     python benchmarks/odmt.py [--n-items 1000] [--steps 10] [--threads 2] [--models odmt sasrec_lf sasrec_ef]
+                              [--device auto|cpu|cuda]
+
+On CUDA the steps run under autocast as the trainer does (bf16, or fp16 with a GradScaler where bf16 is missing) and
+the peak GPU memory of each model is printed too.
 """
 
 from __future__ import annotations
@@ -74,8 +78,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="+", default=["odmt", "sasrec_lf", "sasrec_ef"])
     ap.add_argument("--dataset", default=None, help="use data/features/<dataset>/*_tokens.arrow when they exist")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    cuda = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
     params = load_params(ROOT / "params.yaml")
     max_len = 12
     tmp = tempfile.TemporaryDirectory(prefix="odmt-bench-")
@@ -96,9 +109,10 @@ def main() -> None:
     wins = windows(4096, n_items, 0, max_len)
     counts = torch.from_numpy(np.bincount(wins.items.ravel(), minlength=n_items + 1)).float()
     counts[0] = 0
-    ctx = ModelContext(n_items=n_items, max_len=max_len, tokens=tokens, item_counts=counts)
+    ctx = ModelContext(n_items=n_items, max_len=max_len, tokens=tokens, item_counts=counts, device=device)
     base_anon = proc_mem_mb()["RssAnon"]
-    print(f"threads={a.threads}  (shared machines inflate these timings)")
+    print(f"device={device}{f' (autocast {amp_dtype})' if cuda else ''} threads={a.threads}  "
+          "(shared machines inflate these timings)")
     for name in a.models:
         entry = resolve(params, name, "synthetic")["models"][name]
         train_cfg = entry.pop("train")
@@ -107,35 +121,49 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(name, entry, ctx, arch=arch)
         opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+        scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
         model.train()
         model.on_epoch_start(1)
         it = train_batches(wins, int(train_cfg["batch_size"]), 0, 1)
         seqs, t_train = 0, 0.0
         for step, batch in zip(range(a.steps + 1), it):
+            batch = batch.to(device)
+            sync()
             t0 = time.perf_counter()
-            loss = model.loss(batch)["loss"]
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+                loss = model.loss(batch)["loss"]
             opt.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
+            sync()
             if step:  # the first step warms up allocators and the page cache
                 t_train += time.perf_counter() - t0
                 seqs += batch.input_ids.shape[0]
         model.eval()
+        sync()
         t0 = time.perf_counter()
         with torch.inference_mode():
             model.catalogue()
+            sync()
             t_cat = time.perf_counter() - t0
-            users = torch.from_numpy(wins.items[:1024, 1:])
+            users = torch.from_numpy(wins.items[:1024, 1:]).to(device)
             model.score_all(users[:64])  # warm-up
+            sync()
             t0 = time.perf_counter()
             model.score_all(users)
+            sync()
             t_score = time.perf_counter() - t0
         mem = proc_mem_mb()
+        gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
         print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
               f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring {1024 / t_score:7.0f} users/s"
               f" | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
-              f"caches loaded; file-backed {mem['RssFile']:.0f})")
+              f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
         del model, opt
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"summary: peak RSS {peak:.0f} MiB for N={n_items} (fp16 caches {fp16_mb:.0f} MiB, float32 copy would be "
