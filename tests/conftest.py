@@ -24,3 +24,13 @@ def shared_datasets() -> Path:
     if not d.is_dir():
         pytest.skip("../shared/datasets is absent")
     return d
+
+
+@pytest.fixture(scope="session")
+def dvc_pipeline(tmp_path_factory):
+    """The repository's dvc.yaml/params.yaml as DVC tracks them, no stage run (tests/dvc_tracking.py); shared by the
+    tests of what `dvc exp run -S <key>` re-runs."""
+    from dvc_tracking import open_dvc_project
+
+    with open_dvc_project(tmp_path_factory.mktemp("dvc_pipeline"), ROOT) as p:
+        yield p
