@@ -109,3 +109,31 @@ def test_config_errors(data, tmp_path):
     w, _, test, ctx = data
     with pytest.raises(ParamError, match="no valid instances"):
         Trainer(build_model("sasrec", {}, ctx), w, TrainConfig(), tmp_path, seed=1, valid=None)
+
+
+def _index_grad():
+    """The backward of advanced indexing with repeated indices (ODMT's item tower, the graph backbones): a CPU
+    kernel that accumulates with parallel atomic adds unless PyTorch's deterministic algorithms are on."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 50, (200_000,), generator=g)
+    R = torch.randn(200_000, 16, generator=g)
+    W = torch.zeros(50, 16, requires_grad=True)
+    (W[idx] * R).sum().backward()
+    return W.grad
+
+
+def test_training_on_cpu_uses_deterministic_kernels_and_restores_the_setting(data, tmp_path):
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)  # the atomic adds only race with several threads (CI machines have 2 cores)
+    try:
+        grads = []
+        tr = make(data, tmp_path, epochs=2)
+        tr.epoch_callback = lambda epoch, model, logs: grads.append(
+            (torch.are_deterministic_algorithms_enabled(), _index_grad())) or {}
+        was = torch.are_deterministic_algorithms_enabled()
+        tr.fit()
+        assert torch.are_deterministic_algorithms_enabled() == was  # restored after fit
+        assert all(on for on, _ in grads)
+        assert torch.equal(grads[0][1], grads[1][1])  # bit-for-bit, run after run
+    finally:
+        torch.set_num_threads(n)

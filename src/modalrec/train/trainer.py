@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -133,7 +134,12 @@ class Trainer:
     # -- the loop --
     def fit(self, stop_after: int | None = None) -> TrainResult:
         """Train until ``cfg.epochs`` or early stopping. ``stop_after`` ends this call after that many epochs
-        (a clean interruption, used to test resume)."""
+        (a clean interruption, used to test resume). Bit-for-bit repeatable on CPU given the seed
+        (:func:`deterministic_on_cpu`)."""
+        with deterministic_on_cpu(self.device):
+            return self._fit(stop_after)
+
+    def _fit(self, stop_after: int | None) -> TrainResult:
         cfg, model = self.cfg, self.model
         self.out.mkdir(parents=True, exist_ok=True)
         t_start = time.perf_counter()
@@ -247,6 +253,30 @@ class Trainer:
             bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.perf_counter() - t0):.0f}")
         self.loss_parts = {f"train/{k}": float(v) / n for k, (v, n) in parts.items()}
         return total / max(count, 1)
+
+
+@contextmanager
+def deterministic_on_cpu(device: torch.device):
+    """PyTorch's deterministic kernels while training on CPU: some CPU backward kernels accumulate with parallel
+    atomic adds whose order changes from run to run, e.g. the backward of advanced indexing ``x[idx]`` with repeated
+    indices (``index_put_`` with accumulate: ODMT's per-batch item tower, the graph backbones), so two runs with the
+    same seed drifted apart in the last bits and then in their selected epochs. The deterministic versions sort
+    instead. CUDA runs keep the fast kernels (determinism there would need cuBLAS settings and costs speed); the
+    previous global setting is restored afterwards."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    import torch.utils.deterministic as det
+
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_fill = det.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = False  # NaN-filling every torch.empty (a debugging aid) cost KDSR ~5% per step
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        det.fill_uninitialized_memory = prev_fill
 
 
 def history_metrics(history: list[dict[str, float]], split: str) -> list[dict[str, float]]:
