@@ -37,6 +37,7 @@ import torch
 from modalrec.data.batching import train_batches, train_windows
 from modalrec.losses.cdl import sequence_pairs, unique_items
 from modalrec.models import ModelContext, build_model
+from modalrec.train.trainer import deterministic_on_cpu
 
 from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
 
@@ -147,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with deterministic_on_cpu(torch.device("cpu")):  # the kernels the trainer uses on CPU
+        main()
