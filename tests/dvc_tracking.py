@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import copy
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -24,48 +25,43 @@ class DvcProject:
     reruns: Callable[[Callable[[dict], None]], set[str]]  # reruns(edit) -> changed stages + everything downstream
 
 
-def open_dvc_project(root: Path, repo_root: Path):
-    """A context manager yielding a :class:`DvcProject` for the repository's dvc.yaml/params.yaml copied to ``root``."""
-    from contextlib import contextmanager
+@contextmanager
+def open_dvc_project(root: Path, repo_root: Path) -> Iterator[DvcProject]:
+    """A :class:`DvcProject` for the repository's dvc.yaml/params.yaml copied to ``root``."""
+    import networkx as nx
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
 
-    @contextmanager
-    def cm():
-        import networkx as nx
-        from dvc.dependency.param import ParamsDependency
-        from dvc.repo import Repo
+    shutil.copy(repo_root / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(repo_root / "params.yaml", root / "params.yaml")
+    original = load_params(root / "params.yaml")
+    Repo.init(str(root), no_scm=True)
+    with Repo(str(root)) as repo:
+        index = repo.index
+        stages = {s.name: [d for d in s.deps if isinstance(d, ParamsDependency)] for s in index.stages}
+        for deps in stages.values():
+            for d in deps:
+                d.save()  # the values dvc.lock would record (fails if a listed parameter is missing)
+        graph = index.graph  # edges run from a stage to the stages whose outputs it depends on
+        by_name = {s.name: s for s in index.stages}
 
-        shutil.copy(repo_root / "dvc.yaml", root / "dvc.yaml")
-        shutil.copy(repo_root / "params.yaml", root / "params.yaml")
-        original = load_params(root / "params.yaml")
-        Repo.init(str(root), no_scm=True)
-        with Repo(str(root)) as repo:
-            index = repo.index
-            stages = {s.name: [d for d in s.deps if isinstance(d, ParamsDependency)] for s in index.stages}
-            for deps in stages.values():
-                for d in deps:
-                    d.save()  # the values dvc.lock would record (fails if a listed parameter is missing)
-            graph = index.graph  # edges run from a stage to the stages whose outputs it depends on
-            by_name = {s.name: s for s in index.stages}
+        def changed(edit, only=None) -> dict[str, dict]:
+            params = copy.deepcopy(original)
+            edit(params)
+            (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            out = {}
+            for name, deps in stages.items():
+                if only is None or name in only:
+                    status = {k: v for d in deps for st in d.workspace_status().values() for k, v in st.items()}
+                    if status:
+                        out[name] = status
+            return out
 
-            def changed(edit, only=None) -> dict[str, dict]:
-                params = copy.deepcopy(original)
-                edit(params)
-                (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-                out = {}
-                for name, deps in stages.items():
-                    if only is None or name in only:
-                        status = {k: v for d in deps for st in d.workspace_status().values() for k, v in st.items()}
-                        if status:
-                            out[name] = status
-                return out
+        def reruns(edit) -> set[str]:
+            hit = set(changed(edit))
+            down = set(hit)
+            for name in hit:
+                down |= {s.name for s in nx.ancestors(graph, by_name[name])}
+            return down
 
-            def reruns(edit) -> set[str]:
-                hit = set(changed(edit))
-                down = set(hit)
-                for name in hit:
-                    down |= {s.name for s in nx.ancestors(graph, by_name[name])}
-                return down
-
-            yield DvcProject(original, stages, changed, reruns)
-
-    return cm()
+        yield DvcProject(original, stages, changed, reruns)
