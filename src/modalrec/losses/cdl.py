@@ -16,24 +16,33 @@ keep those correlations while the recommender fine-tunes them:
   over valid pairs; it reads the raw trainable embeddings (no g_φ), as in the code.
 
 **Which pairs** (K5): all ordered pairs of the *unique* items of each training sequence (padding masked), with the
-diagonal i = j included as the released code does (``diagonal: false`` drops it). Never N×N, nor even ``[B, U, U]``:
-one sort of the batch gives every sequence's unique items as one flat list (:func:`sequence_pairs`), and the losses
-work on the list of pairs i ≤ j of the same sequence, O(Σ_b U_b²) with U_b ≤ the batch's longest sequence. The
-teacher's correlations are symmetric, so only pairs i ≤ j are looked up and pushed through the code head, with
-weight 2 for i < j: exactly the mean over ordered pairs at half the cost. A diagonal pair's code-head input
-``|e_i − e_i|`` is 0, so its logits are computed once; ``soft_match`` mirrors the i < j pairs to normalise each row.
-The dense ``[B, U, U]`` forms (:func:`pair_mask`, :func:`frobenius_loss`, :func:`soft_match_loss`) stay as the
-readable reference the tests compare with.
+diagonal i = j included as the released code does (``diagonal: false`` drops it). Never N×N: one sort of the batch
+gives every sequence's unique items as one flat list (:func:`sequence_pairs`), and the losses work on the list of
+pairs i ≤ j of the same sequence, O(Σ_b U_b²) with U_b ≤ the batch's longest sequence. The teacher's correlations
+are symmetric, so only pairs i ≤ j are looked up and pushed through the code head, with weight 2 for i < j: exactly
+the mean over ordered pairs at half the cost. A diagonal pair's code-head input ``|e_i − e_i|`` is 0, so its logits
+are computed once; ``soft_match`` mirrors the i < j pairs to normalise each row. The dense ``[B, U, U]`` forms
+(:func:`pair_mask`, :func:`frobenius_loss`, :func:`soft_match_loss`) stay as the readable reference the tests
+compare with.
+
+**Cost** (``benchmarks/kdsr.py``, docs/kdsr.md): on CPU, CDL's time is passes over ``[P, d]`` temporaries and
+per-operation overhead, not FLOPs. So every modality is computed at once (stacked ``[M, ...]`` tensors, batched
+products, one pair cache), the student's holistic scores come from per-sequence Gram blocks (``[B, U, U]`` scalars,
+U ≤ the longest sequence: K rows moved instead of 2·P) and the code head is one autograd node with a hand-written
+backward (:func:`code_head_nll`). :func:`code_head_nll_reference` and :func:`pair_xi` are the plain-autograd
+definitions the tests compare values and gradients with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..errors import ParamError
 from ..teacher.correlation import XI, normalise_xi
@@ -51,7 +60,7 @@ class CDLConfig:
     diagonal: bool = True  # include pairs (i, i) as the released code does
     proj_layers: int = 1  # g_φ: 1 Linear (paper) | 2 stacked Linear layers (released code)
     xi: str | None = None  # student's scoring function; None = the teacher's
-    teacher_cache: int = 4_000_000  # item pairs per modality whose teacher answers are kept across batches; 0 = off
+    teacher_cache: int = 4_000_000  # item pairs whose teacher answers (all modalities) are kept across batches; 0 = off
 
     def validate(self, key: str = "models.<name>") -> None:
         if self.holistic_loss not in HOLISTIC_LOSSES:
@@ -87,11 +96,12 @@ def pairwise_xi(z: Tensor, xi: str) -> Tensor:
 
 
 def pair_xi(z: Tensor, i: Tensor, j: Tensor, xi: str) -> Tensor:
-    """``[P]`` scores ξ(z_i, z_j) of the listed row pairs of ``z [K, d]`` (the definitions of :func:`pairwise_xi`;
-    a distance of a row to itself is exactly 0, with gradient 0)."""
+    """``[..., P]`` scores ξ(z_i, z_j) of the listed row pairs of ``z [..., K, d]`` (the definitions of
+    :func:`pairwise_xi`; a distance of a row to itself is exactly 0, with gradient 0)."""
     if xi == "cos":
         z = F.normalize(z, dim=-1, eps=1e-8)
-    zi, zj = z.index_select(0, i), z.index_select(0, j)  # (index_select: a much faster backward than z[i] on CPU)
+    dim = z.dim() - 2  # (index_select: a much faster backward than z[..., i, :] on CPU)
+    zi, zj = z.index_select(dim, i), z.index_select(dim, j)
     if xi in ("cos", "dot"):
         return (zi * zj).sum(-1)
     d = zi - zj
@@ -123,7 +133,7 @@ def unique_items(input_ids: Tensor) -> Tensor:
 
 @dataclass
 class SequencePairs:
-    """The supervised pairs of a batch as flat lists (O(#pairs) memory; no ``[B, U, U]`` tensors).
+    """The supervised pairs of a batch as flat lists (O(#pairs) memory).
 
     ``items [K]``: every sequence's unique items, ascending within a sequence, sequences in batch order;
     ``seq [K]``: the sequence (batch row) of each; ``i``, ``j`` ``[P]``: positions in ``items`` of the pairs with
@@ -134,10 +144,54 @@ class SequencePairs:
     i: Tensor
     j: Tensor
     n_seq: int
+    pos: Tensor | None = None  # [K] position of each item within its sequence's unique items
+    width: int = 0  # U: the most unique items of a sequence in the batch
 
-    @property
+    # derived index lists, computed once per batch and shared by every modality and loss
+    @cached_property
     def offdiag(self) -> Tensor:
         return self.i != self.j
+
+    @cached_property
+    def off(self) -> Tensor:
+        """Positions (in the pair lists) of the i < j pairs."""
+        return self.offdiag.nonzero().squeeze(1)
+
+    @cached_property
+    def diag(self) -> Tensor:
+        """Positions of the diagonal pairs i = j."""
+        return (~self.offdiag).nonzero().squeeze(1)
+
+    @cached_property
+    def weight(self) -> Tensor:
+        """How many ordered pairs each listed pair stands for: 2 for i < j, 1 on the diagonal."""
+        return self.offdiag.float() + 1
+
+    @cached_property
+    def pair_seq(self) -> Tensor:
+        return self.seq.index_select(0, self.i)
+
+    @cached_property
+    def has_pairs(self) -> Tensor:
+        """``[n_seq]`` True for the sequences with at least one pair."""
+        has = torch.zeros(self.n_seq, dtype=torch.bool, device=self.i.device)
+        has[self.pair_seq] = True
+        return has
+
+    @cached_property
+    def slot(self) -> Tensor:
+        """``[K]`` row of each item in a ``[n_seq * U]`` padded layout (sequence b's items at rows b·U ...)."""
+        return self.seq * self.width + self.pos
+
+    @cached_property
+    def flat(self) -> Tensor:
+        """``[P]`` position of each pair in a flattened ``[n_seq, U, U]`` block of per-sequence scores."""
+        return self.slot.index_select(0, self.i) * self.width + self.pos.index_select(0, self.j)
+
+    @cached_property
+    def rows(self) -> Tensor:
+        """The row ``i`` of every *ordered* pair, the listed ones first, then the mirrored i < j pairs."""
+        return torch.cat([self.i, self.j.index_select(0, self.off)])
 
 
 def sequence_pairs(input_ids: Tensor, diagonal: bool = True) -> SequencePairs:
@@ -155,7 +209,7 @@ def sequence_pairs(input_ids: Tensor, diagonal: bool = True) -> SequencePairs:
     i = torch.repeat_interleave(torch.arange(K, device=dev), partners, output_size=P)
     first = partners.cumsum(0) - partners
     j = i + (torch.arange(P, device=dev) - first[i]) + (0 if diagonal else 1)
-    return SequencePairs(items, seq, i, j, B)
+    return SequencePairs(items, seq, i, j, B, pos, int(counts.max()) if K else 0)
 
 
 def pair_mask(items: Tensor, diagonal: bool = True) -> Tensor:
@@ -197,39 +251,177 @@ def soft_match_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tenso
 
 
 def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
-    """:func:`frobenius_loss` on the i ≤ j pair lists: each i < j pair stands for both orders (weight 2)."""
-    sq = ((r_hat - r) / tau).pow(2)
-    sq = torch.where(pairs.offdiag, 2 * sq, sq)
-    seq = pairs.seq[pairs.i]
-    per_seq = sq.new_zeros(pairs.n_seq).index_add(0, seq, sq)
-    has = torch.zeros(pairs.n_seq, dtype=torch.bool, device=sq.device)
-    has[seq] = True
+    """:func:`frobenius_loss` on the i ≤ j pair lists ``[..., P]`` (leading dims: e.g. one row per modality, the
+    result has their shape): each i < j pair stands for both orders (weight 2)."""
+    sq = (r_hat - r).pow(2) * (pairs.weight / tau**2)
+    per_seq = sq.new_zeros(*sq.shape[:-1], pairs.n_seq).index_add(sq.dim() - 1, pairs.pair_seq, sq)
+    has = pairs.has_pairs
     if not bool(has.any()):
-        return r_hat.sum() * 0
-    return torch.sqrt(per_seq[has] + 1e-8).mean()
+        return r_hat.sum(-1) * 0
+    return torch.sqrt(per_seq[..., has] + 1e-8).mean(-1)
 
 
 def _segment_softmax(x: Tensor, row: Tensor, n_rows: int) -> Tensor:
+    """Softmax of ``x [..., Q]`` within the segments ``row [Q]`` (ids < n_rows), separately for every leading index."""
+    lead, Q = x.shape[:-1], x.shape[-1]
+    G = x[..., :1].numel() if x.dim() > 1 else 1
+    seg = (row + torch.arange(G, device=x.device)[:, None] * n_rows).reshape(-1)
+    flat = x.reshape(-1)
     with torch.no_grad():
-        mx = x.new_full((n_rows,), float("-inf")).scatter_reduce(0, row, x, "amax", include_self=True)
-    e = torch.exp(x - mx[row])
-    return e / e.new_zeros(n_rows).index_add(0, row, e)[row]
+        mx = flat.new_full((G * n_rows,), float("-inf")).scatter_reduce(0, seg, flat, "amax", include_self=True)
+    e = torch.exp(flat - mx.index_select(0, seg))
+    return (e / e.new_zeros(G * n_rows).index_add(0, seg, e).index_select(0, seg)).reshape(*lead, Q)
 
 
 def soft_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
-    """:func:`soft_match_loss` on the pair lists: the i < j pairs are mirrored to get every ordered pair, then a
-    softmax over each row (b, i) and the squared error averaged over the ordered pairs."""
-    off = pairs.offdiag
-    row = torch.cat([pairs.i, pairs.j[off]])
-    n_rows = pairs.items.shape[0]
-    ps = _segment_softmax(torch.cat([r_hat, r_hat[off]]) / tau, row, n_rows)
-    pt = _segment_softmax(torch.cat([r, r[off]]) / tau, row, n_rows)
-    return (ps - pt).pow(2).sum() / max(row.shape[0], 1)
+    """:func:`soft_match_loss` on the pair lists ``[..., P]`` (result: the leading shape): the i < j pairs are
+    mirrored to get every ordered pair, then a softmax over each row (b, i), for student and teacher in one go, and
+    the squared error averaged over the ordered pairs."""
+    both = torch.stack([r_hat, r.expand_as(r_hat)])
+    x = torch.cat([both, both.index_select(both.dim() - 1, pairs.off)], -1) / tau
+    p = _segment_softmax(x, pairs.rows, pairs.items.shape[0])
+    return (p[0] - p[1]).pow(2).sum(-1) / max(x.shape[-1], 1)
+
+
+def block_xi(z: Tensor, pairs: SequencePairs, xi: str) -> Tensor:
+    """:func:`pair_xi` of ``pairs`` for ``z [M, K, d]`` (K = the batch's unique items), by one batched product
+    per sequence: the rows go to a padded ``[M·B, U, d]`` layout, ``[M·B, U, U]`` scores are formed and the pairs
+    read from them. Moves K rows, not the 2·P rows a per-pair gather reads (and its backward writes back);
+    the score blocks (B·U² scalars, U ≤ the batch's longest sequence) are far smaller than ``[P, d]``.
+    Products only (cos, dot); distances go through :func:`pair_xi`."""
+    if xi not in ("cos", "dot"):
+        return pair_xi(z, pairs.i, pairs.j, xi)
+    if xi == "cos":
+        z = F.normalize(z, dim=-1, eps=1e-8)
+    return _BlockGram.apply(z, pairs.slot, pairs.flat, pairs.n_seq, pairs.width)
+
+
+class _BlockGram(torch.autograd.Function):
+    """``z [M, K, d]`` -> ``[M, P]`` products ``z_i · z_j`` of the listed pairs, through the padded per-sequence
+    Gram blocks; the backward uses the symmetry (``dZ = (dG + dGᵀ) Z``: one batched product, not two)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, z: Tensor, slot: Tensor, flat: Tensor, B: int, U: int) -> Tensor:
+        M, K, d = z.shape
+        zp = z.new_zeros((M, B * U, d)).index_copy_(1, slot, z).view(M * B, U, d)
+        ctx.save_for_backward(zp, slot, flat)
+        ctx.B, ctx.U = B, U
+        return torch.bmm(zp, zp.transpose(1, 2)).view(M, B * U * U).index_select(1, flat)
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad: Tensor):
+        zp, slot, flat = ctx.saved_tensors
+        B, U = ctx.B, ctx.U
+        M = grad.shape[0]
+        dG = grad.new_zeros((M, B * U * U))
+        dG.index_add_(1, flat, grad)
+        dG = dG.view(M * B, U, U)
+        dzp = torch.bmm(dG + dG.transpose(1, 2), zp)
+        return dzp.view(M, B * U, zp.shape[-1]).index_select(1, slot), None, None, None, None
+
+
+def stacked_linear(x: Tensor, layers: list[nn.Linear]) -> Tensor:
+    """``x [M, K, d_in]`` through ``layers[m]`` for each m, as one batched matrix product (``M`` separate
+    ``nn.Linear`` modules keep their own parameters and state-dict keys)."""
+    if len(layers) == 1:
+        return layers[0](x[0]).unsqueeze(0)
+    w = torch.stack([lin.weight for lin in layers]).transpose(1, 2)
+    b = torch.stack([lin.bias for lin in layers]).unsqueeze(1)
+    return torch.baddbmm(b, x, w)
+
+
+def stacked_module(x: Tensor, mods: list[nn.Module]) -> Tensor:
+    """``x [M, K, d]`` through each modality's g_φ (a Linear, or a Sequential of Linear layers), all modalities
+    batched layer by layer."""
+    for layer in zip(*[list(m) if isinstance(m, nn.Sequential) else [m] for m in mods]):
+        x = stacked_linear(x, list(layer))
+    return x
+
+
+def code_head_nll(ab: list[Tensor], heads: list[nn.Module], t_off: Tensor, t_diag: Tensor) -> Tensor:
+    """The dissected loss of every modality of a group, before averaging: ``[M]`` sums of
+    ``−log softmax(head_m(|a − b|))[code]``, weight 2 for each i < j pair (it stands for both orders) and 1 for each
+    diagonal pair (input 0). ``ab[m] [2·P, d]``: modality m's embeddings of the ``a`` ends of the P pairs, then of
+    the ``b`` ends; ``t_off [M, P]`` their teacher codes; ``t_diag [M, n]`` the codes of the diagonal pairs.
+
+    One autograd node with a hand-written backward (:class:`_CodeHeadNLL`) instead of ~25 small ones: on CPU this
+    head's cost was mostly passes over ``[M, P, d]`` temporaries, not FLOPs. :func:`code_head_nll_reference` is the
+    same computation with autograd (the tests compare values and gradients)."""
+    W1 = torch.stack([h[0].weight for h in heads])
+    b1 = torch.stack([h[0].bias for h in heads])
+    W2 = torch.stack([h[2].weight for h in heads])
+    b2 = torch.stack([h[2].bias for h in heads])
+    return _CodeHeadNLL.apply(W1, b1, W2, b2, t_off, t_diag, *ab)
+
+
+def code_head_nll_reference(ab: list[Tensor], heads: list[nn.Module], t_off: Tensor, t_diag: Tensor) -> Tensor:
+    """:func:`code_head_nll` with plain autograd operations (the readable definition)."""
+    P = t_off.shape[1]
+    z = torch.stack([h((e[:P] - e[P:]).abs()) for e, h in zip(ab, heads)])
+    z0 = torch.stack([h(e.new_zeros(e.shape[1])) for e, h in zip(ab, heads)])  # [M, x]
+    dtype = torch.promote_types(z.dtype, torch.float32)  # half-precision logits: softmax in float32
+    logp, logp0 = F.log_softmax(z.to(dtype), dim=-1), F.log_softmax(z0.to(dtype), dim=-1)
+    return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0.gather(1, t_diag).sum(1)
+
+
+class _CodeHeadNLL(torch.autograd.Function):
+    """Forward and backward of :func:`code_head_nll_reference` for stacked heads (``W1 [M, h, d]``, ``b1 [M, h]``,
+    ``W2 [M, x, h]``, ``b2 [M, x]``: ``nn.Linear`` layouts). Four passes over the big temporaries forward and
+    seven backward, besides the six batched products: the diagonal pairs' shared zero input is computed on its own,
+    the softmax reuses the saved log-probabilities in place, and the upstream gradient scales the small weight
+    tensors rather than ``[M, P, x]``. Runs in float32 under CUDA autocast."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor, t_off: Tensor, t_diag: Tensor,
+                *ab: Tensor) -> Tensor:
+        (G, P), d = t_off.shape, ab[0].shape[1]
+        diff = ab[0].new_empty((G, P, d))
+        for g, e in enumerate(ab):  # straight into one buffer: no stacked copy of the inputs
+            torch.sub(e[:P], e[P:], out=diff[g])
+        x = diff.abs()  # [M, P, d]
+        h = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
+        logp = torch.baddbmm(b2.unsqueeze(1), h, W2.transpose(1, 2)).log_softmax(-1)  # [M, P, x]
+        h0 = b1.relu().unsqueeze(1)  # |e_i − e_i| = 0: the diagonal pairs' hidden layer
+        logp0 = torch.baddbmm(b2.unsqueeze(1), h0, W2.transpose(1, 2)).log_softmax(-1)  # [M, 1, x]
+        ctx.save_for_backward(diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag)
+        return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0[:, 0].gather(1, t_diag).sum(1)
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad: Tensor):
+        diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag = ctx.saved_tensors
+        G, P, d = x.shape
+        # d/dz of −log softmax(z)[c] is softmax(z) − onehot(c); the i < j rows carry weight 2·grad, the zero row
+        # n_diag·grad on its softmax minus grad per diagonal pair's code
+        dz = logp.exp_()  # the saved log-probabilities are not needed again
+        dz.scatter_add_(2, t_off.unsqueeze(-1), dz.new_full((G, P, 1), -1.0))
+        c = (2 * grad).view(G, 1, 1)
+        dz0 = logp0.exp() * t_diag.shape[1]
+        dz0[:, 0].scatter_add_(1, t_diag, dz0.new_full(t_diag.shape, -1.0))
+        dz0 = dz0 * grad.view(G, 1, 1)
+        dW2 = torch.bmm(dz.transpose(1, 2), h).mul_(c).add_(torch.bmm(dz0.transpose(1, 2), h0))
+        db2 = dz.sum(1).mul_(c[:, 0]).add_(dz0[:, 0])
+        dh = torch.ops.aten.threshold_backward(torch.bmm(dz, W2 * c), h, 0)
+        dh0 = torch.ops.aten.threshold_backward(torch.bmm(dz0, W2), h0, 0)
+        dW1 = torch.bmm(dh.transpose(1, 2), x)  # the zero input adds nothing to dW1
+        db1 = dh.sum(1).add_(dh0[:, 0])
+        d_ab = x.new_empty((G, 2 * P, d))
+        torch.mul(torch.bmm(dh, W1), diff.sgn(), out=d_ab[:, :P])
+        torch.neg(d_ab[:, :P], out=d_ab[:, P:])
+        return (dW1, db1, dW2, db2, None, None, *d_ab.unbind())
 
 
 class CDL(nn.Module):
     """The student heads and losses for every supervised modality. ``forward(input_ids, tables)`` returns a dict
-    ``{"cdl": weighted total, "cdl/<modality>_holistic": ..., "cdl/<modality>_code": ...}`` (unweighted parts)."""
+    ``{"cdl": weighted total, "cdl/<modality>_holistic": ..., "cdl/<modality>_code": ...}`` (unweighted parts).
+
+    All modalities are computed together (stacked ``[M, ...]`` tensors, batched matrix products; see the module
+    docstring on cost)."""
 
     def __init__(self, cfg: CDLConfig, teacher: Any, dim: int = 128, n_codes: int | None = None,
                  key: str = "models.<name>"):
@@ -251,7 +443,14 @@ class CDL(nn.Module):
             if code > 0:
                 x = n_codes if n_codes is not None else teacher_n_codes(teacher, m)
                 self.code_head[m] = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, int(x)))
-        self.caches = {m: PairCache(cfg.teacher_cache) for m in cfg.modalities}
+        self.hol_mods = [m for m in cfg.modalities if m in self.proj]
+        self.code_mods = [m for m in cfg.modalities if m in self.code_head]
+        # code heads batch together when their codebooks have the same size (always, with one kdsr.codes)
+        groups: dict[int, list[str]] = {}
+        for m in self.code_mods:
+            groups.setdefault(self.code_head[m][-1].out_features, []).append(m)
+        self.code_groups = list(groups.values())
+        self.cache = PairCache(cfg.teacher_cache)  # one cache, the answers of every modality side by side
 
     def _teacher(self, device: torch.device) -> Any:
         t = self.teacher
@@ -260,48 +459,56 @@ class CDL(nn.Module):
             self.__dict__["teacher"] = t = moved if moved is not None else t
         return t
 
+    def _ask(self, teacher: Any, i: Tensor, j: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The teacher's answers for item pairs: ``holistic [n, len(hol_mods)]``, ``codes [n, len(code_mods)]``."""
+        hol, codes = {}, {}
+        for m in dict.fromkeys(self.hol_mods + self.code_mods):
+            hol[m], codes[m] = teacher_lookup(teacher, i, j, m, m in self.proj, m in self.code_head)
+        h = torch.stack([hol[m].float() for m in self.hol_mods], 1) if self.hol_mods else None
+        c = torch.stack([codes[m].long() for m in self.code_mods], 1) if self.code_mods else None
+        return h, c
+
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding]) -> dict[str, Tensor]:
-        pairs = sequence_pairs(input_ids, self.cfg.diagonal)
-        items, pi, pj, off = pairs.items, pairs.i, pairs.j, pairs.offdiag
-        ii, jj = items[pi], items[pj]
-        n_off = int(off.sum())
-        n_diag = pi.shape[0] - n_off
-        teacher = self._teacher(items.device)
-        out: dict[str, Tensor] = {}
-        total = None
         for m in self.cfg.modalities:
             if m not in tables:
                 raise ParamError("models.<name>.modalities", f"the backbone has no trainable {m!r} table")
-            if m not in self.proj and m not in self.code_head:
-                continue
-            Ek = table_rows(tables[m].weight, items)  # [K, d]: each unique item of a sequence once
-            hol_w, code_w = self.weights[m]
-            need = (m in self.proj, m in self.code_head)
-            r, target = self.caches[m].get(ii, jj, lambda a, b: teacher_lookup(teacher, a, b, m, *need), need)
-            if m in self.proj:
-                r_hat = pair_xi(self.proj[m](Ek).float(), pi, pj, self.xi)
-                r = r.to(device=r_hat.device, dtype=r_hat.dtype)
-                if self.cfg.holistic_loss == "frobenius":
-                    part = frobenius_pairs(r_hat, r, pairs, self.cfg.tau)
-                else:
-                    part = soft_match_pairs(r_hat, r, pairs, self.cfg.tau)
-                out[f"cdl/{m}_holistic"] = part.detach()
-                total = hol_w * part if total is None else total + hol_w * part
-            if m in self.code_head:
-                head = self.code_head[m]
-                target = target.to(device=Ek.device, dtype=torch.long)
-                # i < j pairs stand for both orders (weight 2); a diagonal pair's input |e_i - e_i| is 0, so its
-                # logits are the head's output at 0, computed once.
-                po, qo = pi[off], pj[off]
-                logits = head((Ek.index_select(0, po) - Ek.index_select(0, qo)).abs()).float()
-                ce = 2 * F.cross_entropy(logits, target[off], reduction="sum")
-                if n_diag:
-                    log_p0 = F.log_softmax(head(Ek.new_zeros((1, Ek.shape[1]))).float(), dim=-1)[0]
-                    ce = ce - log_p0[target[~off]].sum()
-                part = ce / max(2 * n_off + n_diag, 1)
-                out[f"cdl/{m}_code"] = part.detach()
-                total = code_w * part if total is None else total + code_w * part
-        out["cdl"] = total if total is not None else input_ids.new_zeros((), dtype=torch.float32)
+        pairs = sequence_pairs(input_ids, self.cfg.diagonal)
+        items = pairs.items
+        teacher = self._teacher(items.device)
+        ii, jj = items.index_select(0, pairs.i), items.index_select(0, pairs.j)
+        need = (bool(self.hol_mods), bool(self.code_mods))
+        r, target = self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
+        out: dict[str, Tensor] = {}
+        terms: list[Tensor] = []
+        if self.hol_mods:  # holistic: ξ(g_φ(e_i), g_φ(e_j)) against the teacher's ξ(m̃_i, m̃_j), all at once
+            E = torch.stack([table_rows(tables[m].weight, items) for m in self.hol_mods])  # [M, K, d]
+            Z = stacked_module(E, [self.proj[m] for m in self.hol_mods])
+            r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
+            r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
+            loss = frobenius_pairs if self.cfg.holistic_loss == "frobenius" else soft_match_pairs
+            parts = loss(r_hat, r, pairs, self.cfg.tau)  # [M]
+            for m, v in zip(self.hol_mods, parts.detach().unbind()):
+                out[f"cdl/{m}_holistic"] = v
+            terms.append((parts * parts.new_tensor([self.weights[m][0] for m in self.hol_mods])).sum())
+        if self.code_mods:
+            target = target.to(device=items.device, dtype=torch.long)
+            col = {m: k for k, m in enumerate(self.code_mods)}
+            n_off, n_diag = pairs.off.shape[0], pairs.diag.shape[0]
+            ends = items.index_select(0, torch.cat([pairs.i.index_select(0, pairs.off),
+                                                    pairs.j.index_select(0, pairs.off)]))  # item ids, a then b
+            for group in self.code_groups:
+                heads = [self.code_head[m] for m in group]
+                t = target[:, [col[m] for m in group]].t()  # [M, P]
+                # both ends of every i < j pair straight from the tables (sparse gradients, nothing stacked)
+                ab = [table_rows(tables[m].weight, ends) for m in group]
+                ce = code_head_nll(ab, heads, t.index_select(1, pairs.off), t.index_select(1, pairs.diag))
+                parts = ce / max(2 * n_off + n_diag, 1)
+                for m, v in zip(group, parts.detach().unbind()):
+                    out[f"cdl/{m}_code"] = v
+                terms.append((parts * parts.new_tensor([self.weights[m][1] for m in group])).sum())
+        order = [f"cdl/{m}_{k}" for m in self.cfg.modalities for k in ("holistic", "code")]
+        out = {k: out[k] for k in order if k in out}
+        out["cdl"] = sum(terms[1:], terms[0]) if terms else input_ids.new_zeros((), dtype=torch.float32)
         return out
 
 
@@ -311,7 +518,7 @@ class PairCache:
     the teacher's values (it is deterministic per pair). Sorted int64 keys ``i << 32 | j`` searched with
     ``searchsorted``; new pairs are merged (linear time) into a small sorted segment, itself merged into the main
     one when it grows past 1/8 of it. At most ``max_pairs`` pairs are kept (0 = no cache); later pairs are
-    simply looked up every time. Memory: 16 bytes a pair."""
+    simply looked up every time. Memory: 8 bytes a pair plus 4 bytes per answer (24 bytes with two modalities)."""
 
     def __init__(self, max_pairs: int):
         self.max_pairs = int(max_pairs)
@@ -322,37 +529,33 @@ class PairCache:
         return sum(len(k) for k, _, _ in self.segments)
 
     def get(self, i: Tensor, j: Tensor, fetch: Any, need: tuple[bool, bool]) -> tuple[Tensor | None, Tensor | None]:
-        """``(holistic, codes)`` of the pairs (``i <= j`` item ids), from the cache or ``fetch(i', j')``."""
+        """``(holistic, codes)`` of the pairs (``i <= j`` item ids), from the cache or ``fetch(i', j')``; values
+        may have trailing dims (CDL keeps one column per modality), codes come back as int64."""
         if self.max_pairs <= 0:
             return fetch(i, j)
         if self.need != need or (self.segments and self.segments[0][0].device != i.device):
             self.segments, self.need = [], need  # what is cached, or where, changed: start again
         keys = (i << 32) | j
-        hol = torch.zeros(keys.shape, dtype=torch.float32, device=keys.device) if need[0] else None
-        codes = torch.zeros(keys.shape, dtype=torch.long, device=keys.device) if need[1] else None
-        found = torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+        hol = codes = found = None
         for k, h, c in self.segments:
             pos = torch.searchsorted(k, keys).clamp(max=len(k) - 1)
-            hit = (k[pos] == keys) & ~found
-            if hol is not None:
-                hol = torch.where(hit, h[pos], hol)
-            if codes is not None:
-                codes = torch.where(hit, c[pos].long(), codes)
-            found |= hit
-        miss = (~found).nonzero(as_tuple=True)[0]
-        if len(miss):
+            hit = k.index_select(0, pos) == keys
+            if found is not None:
+                hit &= ~found
+            hol = _take(hol, h, pos, hit)
+            codes = _take(codes, c, pos, hit)
+            found = hit if found is None else found | hit
+        if found is None or not bool(found.all()):
+            miss = (~found).nonzero(as_tuple=True)[0] if found is not None else torch.arange(len(keys),
+                                                                                           device=keys.device)
             new, inv = torch.unique(keys[miss], return_inverse=True)  # sorted, each pair once
             h_new, c_new = fetch(new >> 32, new & 0xFFFFFFFF)
-            if hol is not None:
-                h_new = h_new.to(device=keys.device, dtype=torch.float32)
-                hol[miss] = h_new[inv]
-            if codes is not None:
-                c_new = c_new.to(device=keys.device, dtype=torch.long)
-                codes[miss] = c_new[inv]
-            room = self.max_pairs - len(self)
-            if room >= len(new):
-                self._insert(new, h_new if hol is not None else None, c_new if codes is not None else None)
-        return hol, codes
+            h_new = h_new.to(device=keys.device, dtype=torch.float32) if need[0] else None
+            c_new = c_new.to(device=keys.device, dtype=torch.int32) if need[1] else None
+            hol, codes = _put(hol, h_new, miss, inv, len(keys)), _put(codes, c_new, miss, inv, len(keys))
+            if 0 < len(new) <= self.max_pairs - len(self):
+                self._insert(new, h_new, c_new)
+        return hol, (codes.long() if codes is not None else None)
 
     def _insert(self, k: Tensor, h: Tensor | None, c: Tensor | None) -> None:
         c = c.to(torch.int32) if c is not None else None
@@ -365,6 +568,24 @@ class PairCache:
             self.segments = [_merge(*self.segments[0], *self.segments[1])]
 
 
+def _take(acc: Tensor | None, values: Tensor | None, pos: Tensor, hit: Tensor) -> Tensor | None:
+    """``values[pos]`` where ``hit``, ``acc`` elsewhere (``acc`` None: anything elsewhere, filled later)."""
+    if values is None:
+        return None
+    got = values.index_select(0, pos)
+    return got if acc is None else torch.where(hit.view(-1, *[1] * (got.dim() - 1)), got, acc)
+
+
+def _put(acc: Tensor | None, new: Tensor | None, miss: Tensor, inv: Tensor, n: int) -> Tensor | None:
+    """``acc`` with the fetched values ``new[inv]`` written at the rows ``miss``."""
+    if new is None:
+        return None
+    if acc is None:
+        acc = new.new_empty((n, *new.shape[1:]))
+    acc[miss] = new.index_select(0, inv)
+    return acc
+
+
 def _merge(k1: Tensor, h1: Tensor | None, c1: Tensor | None, k2: Tensor, h2: Tensor | None,
            c2: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Merge two sorted key segments (and their values) in linear time, without sorting again."""
@@ -375,7 +596,7 @@ def _merge(k1: Tensor, h1: Tensor | None, c1: Tensor | None, k2: Tensor, h2: Ten
     def place(a: Tensor | None, b: Tensor | None) -> Tensor | None:
         if a is None:
             return None
-        out = a.new_empty(len(a) + len(b))
+        out = a.new_empty((len(a) + len(b), *a.shape[1:]))
         out[at1] = a
         out[at2] = b
         return out
