@@ -1,7 +1,8 @@
 """What CDL adds to a backbone's training: time per epoch and the size of the pair tensors.
 
 Data: the Amazon-2014 Beauty sequences from ../shared (22,363 users, 12,101 items; KDSR's ratio split, the last 20%
-of every sequence is test), max length 50, batch 256 windows, SASRec / GRU4Rec (d = 64, ``item_repr: tuned``) and
+of every sequence is test), max length 50, batch 64 windows, SASRec / GRU4Rec (d = 64 as params.yaml, ``--dim 128``
+as the paper; ``item_repr: tuned``) and
 the released code's graph backbone. Beauty has no features here, so m̃ is a seeded random sigmoid code per item
 (128-d): the cost of CDL does not depend on the values. The teacher is the real distill-stage teacher
 (``modalrec.teacher.teacher.fit_teacher``) fitted on those codes and the training sequences (D = 8, x = 100 as the
@@ -16,7 +17,7 @@ the extrapolated time per epoch, the overhead of CDL (target: <= 20%) and, per b
 CDL works on (the i <= j pairs of each sequence's unique items: O(sum of U_b^2), bounded by the batch's longest
 sequence) against a dense ``[B, U, U]`` layout (U = most unique items of a sequence in the batch) and N×N.
 
-Usage: python benchmarks/kdsr.py [--batches 30] [--batch 64] [--codes 100] [--threads N]
+Usage: python benchmarks/kdsr.py [--batches 30] [--batch 64] [--dim 64] [--codes 100] [--threads N]
                                  [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
 Figures measured on a shared, busy machine are inflated by contention.
 """
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--teacher-pairs", type=int, default=200_000, help="co-occurring and random pairs for the codebook")
     ap.add_argument("--form", default="soft_match", choices=["soft_match", "frobenius"])
     ap.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec", "kdsr_graph"])
+    ap.add_argument("--dim", type=int, default=64, help="SASRec/GRU4Rec width (params.yaml kdsr.backbones: 64; the "
+                    "paper: 128 for every model). The modality tables and CDL heads are 128-d (m~) either way")
     a = ap.parse_args()
     BATCH = a.batch
     if a.threads:
@@ -109,8 +112,8 @@ def main() -> None:
               f"(code-head input {P * DIM * 4 / 2**20:.1f} MiB fp32); a dense [B,U,U] layout would have "
               f"{B * U * U:,} entries (U = {U}); B*L*L = {B * L * L:,}; N*N = {n * n:,}")
 
-    cfgs = {"sasrec": {"dim": 64, "layers": 2, "heads": 1, "dropout": 0.2},
-            "gru4rec": {"dim": 64, "hidden": 128, "dropout": 0.3},
+    cfgs = {"sasrec": {"dim": a.dim, "layers": 2, "heads": 1, "dropout": 0.2},
+            "gru4rec": {"dim": a.dim, "hidden": 128, "dropout": 0.3},
             "kdsr_graph": {"dim": DIM}}
     print(f"{'backbone':<12} {'pass':<8} {'alone ms/step':>14} {'+CDL ms/step':>13} {'alone s/epoch':>14} "
           f"{'+CDL s/epoch':>13} {'overhead':>9} {'median':>7}")
