@@ -35,6 +35,7 @@ definitions the tests compare values and gradients with.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -144,8 +145,8 @@ class SequencePairs:
     i: Tensor
     j: Tensor
     n_seq: int
-    pos: Tensor | None = None  # [K] position of each item within its sequence's unique items
-    width: int = 0  # U: the most unique items of a sequence in the batch
+    pos: Tensor  # [K] position of each item within its sequence's unique items
+    width: int  # U: the most unique items of a sequence in the batch (0 without items)
 
     # derived index lists, computed once per batch and shared by every modality and loss
     @cached_property
@@ -264,7 +265,7 @@ def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) 
 def _segment_softmax(x: Tensor, row: Tensor, n_rows: int) -> Tensor:
     """Softmax of ``x [..., Q]`` within the segments ``row [Q]`` (ids < n_rows), separately for every leading index."""
     lead, Q = x.shape[:-1], x.shape[-1]
-    G = x[..., :1].numel() if x.dim() > 1 else 1
+    G = math.prod(lead)
     seg = (row + torch.arange(G, device=x.device)[:, None] * n_rows).reshape(-1)
     flat = x.reshape(-1)
     with torch.no_grad():
