@@ -262,11 +262,16 @@ def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) 
     return torch.sqrt(per_seq[..., has] + 1e-8).mean(-1)
 
 
+def _segments(row: Tensor, G: int, n_rows: int) -> Tensor:
+    """Flat segment ids of ``[G, Q]`` values whose segments are ``row [Q]`` (ids < n_rows) within each leading row."""
+    return (row + torch.arange(G, device=row.device)[:, None] * n_rows).reshape(-1)
+
+
 def _segment_softmax(x: Tensor, row: Tensor, n_rows: int) -> Tensor:
     """Softmax of ``x [..., Q]`` within the segments ``row [Q]`` (ids < n_rows), separately for every leading index."""
     lead, Q = x.shape[:-1], x.shape[-1]
     G = math.prod(lead)
-    seg = (row + torch.arange(G, device=x.device)[:, None] * n_rows).reshape(-1)
+    seg = _segments(row, G, n_rows)
     flat = x.reshape(-1)
     with torch.no_grad():
         mx = flat.new_full((G * n_rows,), float("-inf")).scatter_reduce(0, seg, flat, "amax", include_self=True)
@@ -277,11 +282,55 @@ def _segment_softmax(x: Tensor, row: Tensor, n_rows: int) -> Tensor:
 def soft_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
     """:func:`soft_match_loss` on the pair lists ``[..., P]`` (result: the leading shape): the i < j pairs are
     mirrored to get every ordered pair, then a softmax over each row (b, i), for student and teacher in one go, and
-    the squared error averaged over the ordered pairs."""
+    the squared error averaged over the ordered pairs. The teacher's ``r`` is a constant (no gradient); the
+    backward is written by hand (:class:`_SoftMatch`; :func:`soft_match_pairs_reference` is the autograd form)."""
+    lead, P = r_hat.shape[:-1], r_hat.shape[-1]
+    G = math.prod(lead)
+    out = _SoftMatch.apply(r_hat.reshape(G, P), r.detach().expand_as(r_hat).reshape(G, P), pairs.off, pairs.rows,
+                           pairs.items.shape[0], float(tau))
+    return out.reshape(lead)
+
+
+def soft_match_pairs_reference(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
+    """:func:`soft_match_pairs` with plain autograd operations (the readable definition the tests compare with)."""
     both = torch.stack([r_hat, r.expand_as(r_hat)])
     x = torch.cat([both, both.index_select(both.dim() - 1, pairs.off)], -1) / tau
     p = _segment_softmax(x, pairs.rows, pairs.items.shape[0])
     return (p[0] - p[1]).pow(2).sum(-1) / max(x.shape[-1], 1)
+
+
+class _SoftMatch(torch.autograd.Function):
+    """``r_hat, r [G, P]`` -> ``[G]`` soft-match losses (:func:`soft_match_pairs_reference`), one node instead of
+    ~15: the forward computes both softmaxes in one pass, the backward is the softmax's
+    ``p ⊙ (dp − Σ_row p ⊙ dp) / τ`` with the mirrored half folded back onto the i < j pairs."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, r_hat: Tensor, r: Tensor, off: Tensor, rows: Tensor, n_rows: int, tau: float) -> Tensor:
+        G, P = r_hat.shape
+        both = torch.cat([r_hat, r])  # [2G, P]: student rows, then teacher rows
+        x = torch.cat([both, both.index_select(1, off)], 1).div_(tau)
+        p = _segment_softmax(x, rows, n_rows)
+        ps, diff = p[:G], p[:G] - p[G:]
+        Q = max(x.shape[1], 1)
+        ctx.save_for_backward(ps, diff, off, rows)
+        ctx.n_rows, ctx.tau, ctx.Q, ctx.P = n_rows, tau, Q, P
+        return diff.pow(2).sum(1) / Q
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad: Tensor):
+        ps, diff, off, rows = ctx.saved_tensors
+        G, P = ps.shape[0], ctx.P
+        dp = diff.mul_(grad.view(G, 1) * (2 / ctx.Q))  # the saved difference is not needed again
+        seg = _segments(rows, G, ctx.n_rows)
+        pd = (ps * dp).reshape(-1)
+        s = pd.new_zeros(G * ctx.n_rows).index_add_(0, seg, pd).index_select(0, seg).view_as(ps)
+        dx = dp.sub_(s).mul_(ps).div_(ctx.tau)
+        d_r = dx[:, :P].clone()
+        d_r.index_add_(1, off, dx[:, P:])
+        return d_r, None, None, None, None, None
 
 
 def block_xi(z: Tensor, pairs: SequencePairs, xi: str) -> Tensor:
@@ -289,39 +338,47 @@ def block_xi(z: Tensor, pairs: SequencePairs, xi: str) -> Tensor:
     per sequence: the rows go to a padded ``[M·B, U, d]`` layout, ``[M·B, U, U]`` scores are formed and the pairs
     read from them. Moves K rows, not the 2·P rows a per-pair gather reads (and its backward writes back);
     the score blocks (B·U² scalars, U ≤ the batch's longest sequence) are far smaller than ``[P, d]``.
-    Products only (cos, dot); distances go through :func:`pair_xi`."""
+    Products only (cos, dot; cos normalises the rows inside the same node); distances go through :func:`pair_xi`."""
     if xi not in ("cos", "dot"):
         return pair_xi(z, pairs.i, pairs.j, xi)
-    if xi == "cos":
-        z = F.normalize(z, dim=-1, eps=1e-8)
-    return _BlockGram.apply(z, pairs.slot, pairs.flat, pairs.n_seq, pairs.width)
+    return _BlockGram.apply(z, pairs.slot, pairs.flat, pairs.n_seq, pairs.width, xi == "cos")
 
 
 class _BlockGram(torch.autograd.Function):
-    """``z [M, K, d]`` -> ``[M, P]`` products ``z_i · z_j`` of the listed pairs, through the padded per-sequence
-    Gram blocks; the backward uses the symmetry (``dZ = (dG + dGᵀ) Z``: one batched product, not two)."""
+    """``z [M, K, d]`` -> ``[M, P]`` products ``z_i · z_j`` of the listed pairs (of the rows normalised as
+    ``F.normalize(z, eps=1e-8)`` when ``normalize``), through the padded per-sequence Gram blocks; the backward uses
+    the symmetry (``dZ = (dG + dGᵀ) Z``: one batched product, not two), then the normalisation's
+    ``(dẑ − ẑ (ẑ · dẑ)) / |z|``."""
+
+    EPS = 1e-8
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, z: Tensor, slot: Tensor, flat: Tensor, B: int, U: int) -> Tensor:
+    def forward(ctx, z: Tensor, slot: Tensor, flat: Tensor, B: int, U: int, normalize: bool) -> Tensor:
         M, K, d = z.shape
-        zp = z.new_zeros((M, B * U, d)).index_copy_(1, slot, z).view(M * B, U, d)
-        ctx.save_for_backward(zp, slot, flat)
-        ctx.B, ctx.U = B, U
+        norm = z.norm(dim=-1, keepdim=True).clamp_min_(_BlockGram.EPS) if normalize else None
+        zn = z / norm if normalize else z
+        zp = z.new_zeros((M, B * U, d)).index_copy_(1, slot, zn).view(M * B, U, d)
+        ctx.save_for_backward(zp, slot, flat, norm)
+        ctx.B, ctx.U, ctx.normalize = B, U, normalize
         return torch.bmm(zp, zp.transpose(1, 2)).view(M, B * U * U).index_select(1, flat)
 
     @staticmethod
     @once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: Tensor):
-        zp, slot, flat = ctx.saved_tensors
+        zp, slot, flat, norm = ctx.saved_tensors
         B, U = ctx.B, ctx.U
-        M = grad.shape[0]
+        M, d = grad.shape[0], zp.shape[-1]
         dG = grad.new_zeros((M, B * U * U))
         dG.index_add_(1, flat, grad)
         dG = dG.view(M * B, U, U)
-        dzp = torch.bmm(dG + dG.transpose(1, 2), zp)
-        return dzp.view(M, B * U, zp.shape[-1]).index_select(1, slot), None, None, None, None
+        dz = torch.bmm(dG + dG.transpose(1, 2), zp).view(M, B * U, d).index_select(1, slot)
+        if ctx.normalize:  # rows at the eps floor: norm is the constant eps there, so only the division applies
+            zn = zp.view(M, B * U, d).index_select(1, slot)
+            radial = (dz * zn).sum(-1, keepdim=True)
+            dz = dz.sub_(zn.mul_(radial.masked_fill_(norm <= _BlockGram.EPS, 0))).div_(norm)
+        return dz, None, None, None, None, None
 
 
 def stacked_linear(x: Tensor, layers: list[nn.Linear]) -> Tensor:
@@ -342,11 +399,13 @@ def stacked_module(x: Tensor, mods: list[nn.Module]) -> Tensor:
     return x
 
 
-def code_head_nll(ab: list[Tensor], heads: list[nn.Module], t_off: Tensor, t_diag: Tensor) -> Tensor:
+def code_head_nll(E: Tensor, ia: Tensor, ib: Tensor, heads: list[nn.Module], t_off: Tensor,
+                  t_diag: Tensor) -> Tensor:
     """The dissected loss of every modality of a group, before averaging: ``[M]`` sums of
-    ``−log softmax(head_m(|a − b|))[code]``, weight 2 for each i < j pair (it stands for both orders) and 1 for each
-    diagonal pair (input 0). ``ab[m] [2·P, d]``: modality m's embeddings of the ``a`` ends of the P pairs, then of
-    the ``b`` ends; ``t_off [M, P]`` their teacher codes; ``t_diag [M, n]`` the codes of the diagonal pairs.
+    ``−log softmax(head_m(|e_a − e_b|))[code]``, weight 2 for each i < j pair (it stands for both orders) and 1 for
+    each diagonal pair (input 0). ``E [M, K, d]``: the modalities' embeddings of the batch's unique items;
+    ``ia``, ``ib`` ``[P]``: the rows of the two ends of the i < j pairs; ``t_off [M, P]`` their teacher codes;
+    ``t_diag [M, n]`` the codes of the diagonal pairs.
 
     One autograd node with a hand-written backward (:class:`_CodeHeadNLL`) instead of ~25 small ones: on CPU this
     head's cost was mostly passes over ``[M, P, d]`` temporaries, not FLOPs. :func:`code_head_nll_reference` is the
@@ -355,14 +414,14 @@ def code_head_nll(ab: list[Tensor], heads: list[nn.Module], t_off: Tensor, t_dia
     b1 = torch.stack([h[0].bias for h in heads])
     W2 = torch.stack([h[2].weight for h in heads])
     b2 = torch.stack([h[2].bias for h in heads])
-    return _CodeHeadNLL.apply(W1, b1, W2, b2, t_off, t_diag, *ab)
+    return _CodeHeadNLL.apply(E, ia, ib, W1, b1, W2, b2, t_off, t_diag)
 
 
-def code_head_nll_reference(ab: list[Tensor], heads: list[nn.Module], t_off: Tensor, t_diag: Tensor) -> Tensor:
+def code_head_nll_reference(E: Tensor, ia: Tensor, ib: Tensor, heads: list[nn.Module], t_off: Tensor,
+                            t_diag: Tensor) -> Tensor:
     """:func:`code_head_nll` with plain autograd operations (the readable definition)."""
-    P = t_off.shape[1]
-    z = torch.stack([h((e[:P] - e[P:]).abs()) for e, h in zip(ab, heads)])
-    z0 = torch.stack([h(e.new_zeros(e.shape[1])) for e, h in zip(ab, heads)])  # [M, x]
+    z = torch.stack([h((e[ia] - e[ib]).abs()) for e, h in zip(E, heads)])
+    z0 = torch.stack([h(E.new_zeros(E.shape[-1])) for h in heads])  # [M, x]
     dtype = torch.promote_types(z.dtype, torch.float32)  # half-precision logits: softmax in float32
     logp, logp0 = F.log_softmax(z.to(dtype), dim=-1), F.log_softmax(z0.to(dtype), dim=-1)
     return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0.gather(1, t_diag).sum(1)
@@ -371,31 +430,34 @@ def code_head_nll_reference(ab: list[Tensor], heads: list[nn.Module], t_off: Ten
 class _CodeHeadNLL(torch.autograd.Function):
     """Forward and backward of :func:`code_head_nll_reference` for stacked heads (``W1 [M, h, d]``, ``b1 [M, h]``,
     ``W2 [M, x, h]``, ``b2 [M, x]``: ``nn.Linear`` layouts). Four passes over the big temporaries forward and
-    seven backward, besides the six batched products: the diagonal pairs' shared zero input is computed on its own,
-    the softmax reuses the saved log-probabilities in place, and the upstream gradient scales the small weight
-    tensors rather than ``[M, P, x]``. Runs in float32 under CUDA autocast."""
+    six backward, besides the six batched products: the pairs' ends are read from the K item rows and their
+    gradients added back there (no ``[2P, d]`` gradient for the tables), the diagonal pairs' shared zero input is
+    computed on its own, the softmax reuses the saved log-probabilities in place, and the upstream gradient scales
+    the small weight tensors rather than ``[M, P, x]``. Runs in float32 under CUDA autocast."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor, t_off: Tensor, t_diag: Tensor,
-                *ab: Tensor) -> Tensor:
-        (G, P), d = t_off.shape, ab[0].shape[1]
-        diff = ab[0].new_empty((G, P, d))
-        for g, e in enumerate(ab):  # straight into one buffer: no stacked copy of the inputs
-            torch.sub(e[:P], e[P:], out=diff[g])
-        x = diff.abs()  # [M, P, d]
+    def forward(ctx, E: Tensor, ia: Tensor, ib: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor,
+                t_off: Tensor, t_diag: Tensor) -> Tensor:
+        G, P = t_off.shape
+        diff, other = E.new_empty((G, P, E.shape[2])), E.new_empty((P, E.shape[2]))
+        for g in range(G):  # (dim-0 index_select into place: ~2x faster on CPU than one dim-1 select)
+            torch.sub(torch.index_select(E[g], 0, ia, out=diff[g]), torch.index_select(E[g], 0, ib, out=other),
+                      out=diff[g])
+        x = diff.abs()
         h = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
         logp = torch.baddbmm(b2.unsqueeze(1), h, W2.transpose(1, 2)).log_softmax(-1)  # [M, P, x]
         h0 = b1.relu().unsqueeze(1)  # |e_i − e_i| = 0: the diagonal pairs' hidden layer
         logp0 = torch.baddbmm(b2.unsqueeze(1), h0, W2.transpose(1, 2)).log_softmax(-1)  # [M, 1, x]
-        ctx.save_for_backward(diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag)
+        ctx.save_for_backward(diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag, ia, ib)
+        ctx.K = E.shape[1]
         return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0[:, 0].gather(1, t_diag).sum(1)
 
     @staticmethod
     @once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: Tensor):
-        diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag = ctx.saved_tensors
+        diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag, ia, ib = ctx.saved_tensors
         G, P, d = x.shape
         # d/dz of −log softmax(z)[c] is softmax(z) − onehot(c); the i < j rows carry weight 2·grad, the zero row
         # n_diag·grad on its softmax minus grad per diagonal pair's code
@@ -411,10 +473,11 @@ class _CodeHeadNLL(torch.autograd.Function):
         dh0 = torch.ops.aten.threshold_backward(torch.bmm(dz0, W2), h0, 0)
         dW1 = torch.bmm(dh.transpose(1, 2), x)  # the zero input adds nothing to dW1
         db1 = dh.sum(1).add_(dh0[:, 0])
-        d_ab = x.new_empty((G, 2 * P, d))
-        torch.mul(torch.bmm(dh, W1), diff.sgn(), out=d_ab[:, :P])
-        torch.neg(d_ab[:, :P], out=d_ab[:, P:])
-        return (dW1, db1, dW2, db2, None, None, *d_ab.unbind())
+        da = torch.bmm(dh, W1).mul_(diff.sgn_())  # d/d e_a; d/d e_b is its negative
+        dE = da.new_zeros((G, ctx.K, d))
+        for g in range(G):  # (dim-0 index_add on each [K, d] slice: the fast CPU path)
+            dE[g].index_add_(0, ia, da[g]).index_add_(0, ib, da[g], alpha=-1)
+        return dE, None, None, dW1, db1, dW2, db2, None, None
 
 
 class CDL(nn.Module):
@@ -481,9 +544,18 @@ class CDL(nn.Module):
         r, target = self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
         out: dict[str, Tensor] = {}
         terms: list[Tensor] = []
+        # every modality's rows of the batch's unique items, gathered once for both losses (sparse table gradients)
+        rows = {m: table_rows(tables[m].weight, items) for m in dict.fromkeys(self.hol_mods + self.code_mods)}
+        stacked: dict[tuple[str, ...], Tensor] = {}
+
+        def stack(mods: list[str]) -> Tensor:  # [M, K, d], shared when both losses use the same modalities
+            key = tuple(mods)
+            if key not in stacked:
+                stacked[key] = torch.stack([rows[m] for m in mods])
+            return stacked[key]
+
         if self.hol_mods:  # holistic: ξ(g_φ(e_i), g_φ(e_j)) against the teacher's ξ(m̃_i, m̃_j), all at once
-            E = torch.stack([table_rows(tables[m].weight, items) for m in self.hol_mods])  # [M, K, d]
-            Z = stacked_module(E, [self.proj[m] for m in self.hol_mods])
+            Z = stacked_module(stack(self.hol_mods), [self.proj[m] for m in self.hol_mods])
             r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
             r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
             loss = frobenius_pairs if self.cfg.holistic_loss == "frobenius" else soft_match_pairs
@@ -495,14 +567,12 @@ class CDL(nn.Module):
             target = target.to(device=items.device, dtype=torch.long)
             col = {m: k for k, m in enumerate(self.code_mods)}
             n_off, n_diag = pairs.off.shape[0], pairs.diag.shape[0]
-            ends = items.index_select(0, torch.cat([pairs.i.index_select(0, pairs.off),
-                                                    pairs.j.index_select(0, pairs.off)]))  # item ids, a then b
+            ia, ib = pairs.i.index_select(0, pairs.off), pairs.j.index_select(0, pairs.off)
             for group in self.code_groups:
                 heads = [self.code_head[m] for m in group]
                 t = target[:, [col[m] for m in group]].t()  # [M, P]
-                # both ends of every i < j pair straight from the tables (sparse gradients, nothing stacked)
-                ab = [table_rows(tables[m].weight, ends) for m in group]
-                ce = code_head_nll(ab, heads, t.index_select(1, pairs.off), t.index_select(1, pairs.diag))
+                ce = code_head_nll(stack(group), ia, ib, heads, t.index_select(1, pairs.off),
+                                   t.index_select(1, pairs.diag))
                 parts = ce / max(2 * n_off + n_diag, 1)
                 for m, v in zip(group, parts.detach().unbind()):
                     out[f"cdl/{m}_code"] = v
