@@ -9,7 +9,7 @@ from torch import nn
 
 from modalrec.errors import ParamError
 from modalrec.losses.cdl import (CDL, CDLConfig, PairCache, block_xi, code_head_nll, code_head_nll_reference,
-                                 frobenius_loss, frobenius_pairs, pair_mask, pair_xi, pairwise_xi, sequence_pairs,
+                                 frobenius_loss, frobenius_pairs, pair_mask, pair_row_sums, pair_xi, pairwise_xi, sequence_pairs,
                                  soft_match_loss, soft_match_pairs, unique_items, upper_pairs)
 
 from .helpers import MatrixTeacher, random_teacher
@@ -360,6 +360,23 @@ def test_code_head_backward_equals_autograd(n_mod):
     for g, w in zip(grads, torch.autograd.grad((want * up).sum(), params)):
         assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
     assert grads[0][0].abs().sum(-1).gt(0).sum() > K // 2  # (rows used by several pairs add up)
+
+
+def test_pair_row_sums_sparse_and_index_add_agree_with_a_loop():
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 30, (7, 12), generator=g)
+    ids[2, :10] = 0
+    p = sequence_pairs(ids, diagonal=False)
+    K, P = p.items.shape[0], p.i.shape[0]
+    v = torch.randn(2, P, 4, dtype=torch.float64, generator=g)
+    want = torch.zeros(2, K, 4, dtype=torch.float64)
+    for q in range(P):
+        want[:, p.i[q]] += v[:, q]
+        want[:, p.j[q]] -= v[:, q]
+    for sparse in (True, False):
+        assert torch.allclose(pair_row_sums(v, p.i, p.j, K, sparse=sparse), want, rtol=1e-12, atol=1e-12)
+    empty = pair_row_sums(v[:, :0], p.i[:0], p.j[:0], K, sparse=True)
+    assert empty.shape == (2, K, 4) and not empty.any()
 
 
 @pytest.mark.parametrize("xi", ["cos", "dot"])

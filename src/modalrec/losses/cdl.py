@@ -36,6 +36,7 @@ definitions the tests compare values and gradients with.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -474,10 +475,36 @@ class _CodeHeadNLL(torch.autograd.Function):
         dW1 = torch.bmm(dh.transpose(1, 2), x)  # the zero input adds nothing to dW1
         db1 = dh.sum(1).add_(dh0[:, 0])
         da = torch.bmm(dh, W1).mul_(diff.sgn_())  # d/d e_a; d/d e_b is its negative
-        dE = da.new_zeros((G, ctx.K, d))
-        for g in range(G):  # (dim-0 index_add on each [K, d] slice: the fast CPU path)
-            dE[g].index_add_(0, ia, da[g]).index_add_(0, ib, da[g], alpha=-1)
-        return dE, None, None, dW1, db1, dW2, db2, None, None
+        return pair_row_sums(da, ia, ib, ctx.K), None, None, dW1, db1, dW2, db2, None, None
+
+
+def pair_row_sums(v: Tensor, ia: Tensor, ib: Tensor, K: int, sparse: bool | None = None) -> Tensor:
+    """``[G, K, d]``: for every row k, the sum of ``v[:, p]`` over the pairs with ``ia[p] = k`` minus the sum over
+    those with ``ib[p] = k`` (``v [G, P, d]``; the gradient of ``e_a − e_b`` back to the item rows). On CPU
+    (``sparse`` None) one sparse product per g, ~3x faster than two ``index_add_``, which other devices use."""
+    G, _, d = v.shape
+    if sparse if sparse is not None else v.device.type == "cpu":
+        S = _incidence(ia, ib, K, v.dtype)
+        return torch.stack([S @ v[g] for g in range(G)])
+    out = v.new_zeros((G, K, d))
+    for g in range(G):
+        out[g].index_add_(0, ia, v[g]).index_add_(0, ib, v[g], alpha=-1)
+    return out
+
+
+def _incidence(ia: Tensor, ib: Tensor, K: int, dtype: torch.dtype) -> Tensor:
+    """``[K, P]`` sparse CSR matrix with +1 at ``(ia[p], p)`` and −1 at ``(ib[p], p)`` (``ia[p] != ib[p]``): times
+    the per-pair gradients it gives every item row's sum, each row added in a fixed order (deterministic)."""
+    P = ia.shape[0]
+    rows = torch.cat([ia, ib])
+    col = torch.arange(2 * P, device=ia.device) % P
+    order = torch.argsort(rows * max(P, 1) + col)  # by row, then pair: a sorted, duplicate-free CSR layout
+    crow = torch.zeros(K + 1, dtype=torch.long, device=ia.device)
+    torch.cumsum(torch.bincount(rows, minlength=K), 0, out=crow[1:])
+    val = torch.where(order < P, 1.0, -1.0).to(dtype)
+    with warnings.catch_warnings():  # (torch warns once that sparse CSR support is in beta)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col.index_select(0, order), val, (K, P))
 
 
 class CDL(nn.Module):
