@@ -10,7 +10,7 @@ from torch import nn
 from modalrec.errors import ParamError
 from modalrec.losses.cdl import (CDL, CDLConfig, PairCache, block_xi, code_head_nll, code_head_nll_reference,
                                  frobenius_loss, frobenius_pairs, pair_mask, pair_row_sums, pair_xi, pairwise_xi, sequence_pairs,
-                                 soft_match_loss, soft_match_pairs, unique_items, upper_pairs)
+                                 soft_match_loss, soft_match_pairs, soft_match_pairs_reference, unique_items, upper_pairs)
 
 from .helpers import MatrixTeacher, random_teacher
 
@@ -362,6 +362,27 @@ def test_code_head_backward_equals_autograd(n_mod):
     assert grads[0][0].abs().sum(-1).gt(0).sum() > K // 2  # (rows used by several pairs add up)
 
 
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_soft_match_backward_equals_autograd(diagonal):
+    """The soft-match loss's hand-written backward against autograd, one row of scores per modality, each with its
+    own upstream gradient; the teacher's side gets no gradient."""
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 20, (5, 9), generator=g)
+    ids[1, :8] = 0
+    p = sequence_pairs(ids, diagonal)
+    P = p.i.shape[0]
+    r_hat = torch.randn(2, P, dtype=torch.float64, generator=g, requires_grad=True)
+    r = torch.randn(2, P, dtype=torch.float64, generator=g)
+    up = torch.tensor([0.6, -1.7], dtype=torch.float64)
+    for tau in (0.5, 1.5):
+        got, want = soft_match_pairs(r_hat, r, p, tau), soft_match_pairs_reference(r_hat, r, p, tau)
+        assert got.shape == (2,) and torch.allclose(got, want, rtol=1e-12)
+        assert torch.allclose(torch.autograd.grad((got * up).sum(), r_hat)[0],
+                              torch.autograd.grad((want * up).sum(), r_hat)[0], rtol=1e-10, atol=1e-14)
+    one = soft_match_pairs(r_hat[0], r[0], p, 1.5)  # no leading dims
+    assert one.shape == () and torch.allclose(one, soft_match_pairs_reference(r_hat[0], r[0], p, 1.5), rtol=1e-12)
+
+
 def test_pair_row_sums_sparse_and_index_add_agree_with_a_loop():
     g = torch.Generator().manual_seed(5)
     ids = torch.randint(0, 30, (7, 12), generator=g)
@@ -386,7 +407,10 @@ def test_block_gram_scores_and_gradients_equal_the_pair_gather(xi):
     ids[0, :9] = 0
     ids[4] = 0
     p = sequence_pairs(ids)
-    z = torch.randn(2, p.items.shape[0], 5, dtype=torch.float64, generator=g, requires_grad=True)
+    z = torch.randn(2, p.items.shape[0], 5, dtype=torch.float64, generator=g)
+    z[0, 2] = 0  # a zero row: F.normalize's eps floor (its cosines are 0, and so is the gradient's radial part)
+    z[1, 3] *= 1e-9
+    z.requires_grad_(True)
     up = torch.randn(2, p.i.shape[0], dtype=torch.float64, generator=g)
     got, want = block_xi(z, p, xi), pair_xi(z, p.i, p.j, xi)
     assert torch.allclose(got, want, rtol=1e-12)
