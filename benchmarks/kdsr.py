@@ -17,7 +17,7 @@ the extrapolated time per epoch, the overhead of CDL (target: <= 20%) and, per b
 CDL works on (the i <= j pairs of each sequence's unique items: O(sum of U_b^2), bounded by the batch's longest
 sequence) against a dense ``[B, U, U]`` layout (U = most unique items of a sequence in the batch) and N×N.
 
-Usage: python benchmarks/kdsr.py [--batches 30] [--batch 64] [--dim 64] [--codes 100] [--threads N]
+Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--codes 100] [--threads N]
                                  [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
 Figures measured on a shared, busy machine are inflated by contention.
 """
@@ -70,6 +70,8 @@ def step_fn(model):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--passes", type=int, default=1, help="passes like the later epochs, pooled (more samples: the "
+                    "host's speed drifts, so one pass of 30-40 batches is good to about +-3 points)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch", type=int, default=64, help="windows per batch (train.batch_size; KDSR's code: 256)")
     ap.add_argument("--codes", type=int, default=100, help="teacher codewords x (kdsr preset 100; released code 50)")
@@ -134,9 +136,9 @@ def main() -> None:
         s_kd(batches[0])  # warm-up
         # pass 1 = the first epoch (CDL's pair cache fills with the teacher's answers); pass 2 = the same batches
         # again, as every later epoch sees them (the answers come from the cache)
-        for name in ("epoch 1", "later"):
+        for name, passes in (("epoch 1", 1), ("later", a.passes)):
             tp, tk = [], []
-            for b in batches[1:]:
+            for b in [b for _ in range(passes) for b in batches[1:]]:
                 t = time.perf_counter()
                 s_plain(b)
                 tp.append(time.perf_counter() - t)
