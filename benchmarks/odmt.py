@@ -34,6 +34,7 @@ from modalrec.encode.cache import TokenWriter, load_tokens  # noqa: E402
 from modalrec.models import ModelContext, build_model  # noqa: E402
 from modalrec.params import load_params  # noqa: E402
 from modalrec.stages.train_odmt import resolve  # noqa: E402
+from modalrec.train.trainer import deterministic_on_cpu  # noqa: E402
 
 
 def proc_mem_mb() -> dict[str, float]:
@@ -113,58 +114,59 @@ def main() -> None:
     base_anon = proc_mem_mb()["RssAnon"]
     print(f"device={device}{f' (autocast {amp_dtype})' if cuda else ''} threads={a.threads}  "
           "(shared machines inflate these timings)")
-    for name in a.models:
-        entry = resolve(params, name, "synthetic")["models"][name]
-        train_cfg = entry.pop("train")
-        entry.pop("evaluate", None)
-        arch = entry.pop("arch", name)
-        torch.manual_seed(0)
-        model = build_model(name, entry, ctx, arch=arch)
-        opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
-        scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        model.train()
-        model.on_epoch_start(1)
-        it = train_batches(wins, int(train_cfg["batch_size"]), 0, 1)
-        seqs, t_train = 0, 0.0
-        for step, batch in zip(range(a.steps + 1), it):
-            batch = batch.to(device)
+    with deterministic_on_cpu(device):  # the kernels the trainer uses on CPU (it times what training runs)
+        for name in a.models:
+            entry = resolve(params, name, "synthetic")["models"][name]
+            train_cfg = entry.pop("train")
+            entry.pop("evaluate", None)
+            arch = entry.pop("arch", name)
+            torch.manual_seed(0)
+            model = build_model(name, entry, ctx, arch=arch)
+            opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+            scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            model.train()
+            model.on_epoch_start(1)
+            it = train_batches(wins, int(train_cfg["batch_size"]), 0, 1)
+            seqs, t_train = 0, 0.0
+            for step, batch in zip(range(a.steps + 1), it):
+                batch = batch.to(device)
+                sync()
+                t0 = time.perf_counter()
+                with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+                    loss = model.loss(batch)["loss"]
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                scaler.step(opt)
+                scaler.update()
+                sync()
+                if step:  # the first step warms up allocators and the page cache
+                    t_train += time.perf_counter() - t0
+                    seqs += batch.input_ids.shape[0]
+            model.eval()
             sync()
             t0 = time.perf_counter()
-            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
-                loss = model.loss(batch)["loss"]
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            scaler.step(opt)
-            scaler.update()
-            sync()
-            if step:  # the first step warms up allocators and the page cache
-                t_train += time.perf_counter() - t0
-                seqs += batch.input_ids.shape[0]
-        model.eval()
-        sync()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            model.catalogue()
-            sync()
-            t_cat = time.perf_counter() - t0
-            users = torch.from_numpy(wins.items[:1024, 1:]).to(device)
-            model.score_all(users[:64])  # warm-up
-            sync()
-            t0 = time.perf_counter()
-            model.score_all(users)
-            sync()
-            t_score = time.perf_counter() - t0
-        mem = proc_mem_mb()
-        gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
-        print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
-              f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring {1024 / t_score:7.0f} users/s"
-              f" | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
-              f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
-        del model, opt
+            with torch.inference_mode():
+                model.catalogue()
+                sync()
+                t_cat = time.perf_counter() - t0
+                users = torch.from_numpy(wins.items[:1024, 1:]).to(device)
+                model.score_all(users[:64])  # warm-up
+                sync()
+                t0 = time.perf_counter()
+                model.score_all(users)
+                sync()
+                t_score = time.perf_counter() - t0
+            mem = proc_mem_mb()
+            gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
+            print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
+                  f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring {1024 / t_score:7.0f} users/s"
+                  f" | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
+                  f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
+            del model, opt
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"summary: peak RSS {peak:.0f} MiB for N={n_items} (fp16 caches {fp16_mb:.0f} MiB, float32 copy would be "
           f"{2 * fp16_mb:.0f} MiB)")
