@@ -335,6 +335,40 @@ def test_cdl_reuses_teacher_answers_across_batches_with_the_same_losses():
         CDL(CDLConfig(teacher_cache=-1), teacher, dim=6)
 
 
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_prefill_asks_the_teacher_once_and_training_batches_need_no_more(diagonal):
+    """CDL.prefill on all training windows: every pair once, in large batches; later batches (any subset of the
+    windows, cropped like train_batches) hit the cache only, with the losses of a CDL without any cache. A cache
+    bound smaller than the pairs stops the prefill there; the rest is still asked for batch by batch."""
+    from modalrec.data.batching import train_batches, train_windows
+
+    g = torch.Generator().manual_seed(3)
+    n = 30
+    teacher = random_teacher(n, n_codes=4, seed=5)
+    seqs = [torch.randint(1, n + 1, (int(k),), generator=g).numpy() for k in torch.randint(2, 14, (40,), generator=g)]
+    windows = train_windows(seqs, [len(q) for q in seqs], 6)
+    inputs = torch.from_numpy(windows.items[:, :-1])
+    tables = {m: nn.Embedding(n + 1, 6) for m in ("image", "text")}
+    torch.manual_seed(1)
+    cdl = CDL(CDLConfig(diagonal=diagonal), teacher, dim=6)
+    torch.manual_seed(1)
+    fresh = CDL(CDLConfig(diagonal=diagonal, teacher_cache=0), random_teacher(n, n_codes=4, seed=5), dim=6)
+    n_pairs = cdl.prefill(inputs, chunk=7)
+    pairs = sequence_pairs(inputs, diagonal)
+    keys = pairs.items[pairs.i] * (n + 1) + pairs.items[pairs.j]
+    assert n_pairs == len(cdl.cache) == len(torch.unique(keys))
+    asked = list(teacher.calls)
+    assert sum(asked) == 2 * 2 * n_pairs  # each pair once, holistic and codes, both modalities
+    for batch in train_batches(windows, 16, seed=0, epoch=1):
+        got, ref = cdl(batch.input_ids, tables), fresh(batch.input_ids, tables)
+        for k in ref:
+            assert got[k].item() == pytest.approx(ref[k].item(), rel=1e-6)
+    assert teacher.calls == asked  # training asked the teacher nothing more
+    small = CDL(CDLConfig(diagonal=diagonal, teacher_cache=n_pairs // 2), teacher, dim=6)
+    assert 0 < small.prefill(inputs, chunk=7) <= n_pairs // 2
+    assert CDL(CDLConfig(teacher_cache=0), teacher, dim=6).prefill(inputs) == 0
+
+
 @pytest.mark.parametrize("n_mod", [1, 2])
 def test_code_head_backward_equals_autograd(n_mod):
     """The code head's hand-written backward against autograd through the same modules: the loss, the gradients

@@ -89,10 +89,12 @@ def test_lr_schedule_and_hooks(data, tmp_path):
     tr = make(data, tmp_path, epochs=3)
     tr.lr_schedule = linear_warmup(0.1, 3, groups=["modality_tables"])
     tr.epoch_callback = lambda epoch, model, logs: seen.append((epoch, "valid/hr@10" in logs)) or {"extra/x": epoch}
-    starts = []
+    starts, fit_starts = [], []
     tr.model.on_epoch_start = starts.append
+    tr.model.on_fit_start = lambda windows: fit_starts.append((len(starts), windows))
     res = tr.fit()
     assert starts == [1, 2, 3] and seen == [(1, True), (2, True), (3, True)]
+    assert len(fit_starts) == 1 and fit_starts[0][0] == 0 and fit_starts[0][1] is tr.windows  # once, before epoch 1
     assert [h["lr/modality_tables"] for h in res.history] == pytest.approx([5e-4, 2.75e-3, 5e-3])
     assert [h["lr/backbone"] for h in res.history] == pytest.approx([5e-3] * 3)
     assert [h["extra/x"] for h in res.history] == [1, 2, 3]

@@ -565,6 +565,24 @@ class CDL(nn.Module):
         c = torch.stack([codes[m].long() for m in self.code_mods], 1) if self.code_mods else None
         return h, c
 
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor, device: torch.device | None = None, chunk: int = 2048) -> int:
+        """Ask the teacher, once, about every pair the sequences ``input_ids [W, L]`` (all training windows) will
+        supervise, and cache the answers (up to ``teacher_cache`` pairs): the first epoch then costs what every
+        later one does, and the teacher sees each pair once, in large batches. Returns the number of cached pairs."""
+        if self.cache.max_pairs <= 0:
+            return 0
+        device = torch.device(device) if device is not None else input_ids.device
+        teacher = self._teacher(device)
+        need = (bool(self.hol_mods), bool(self.code_mods))
+        for s in range(0, input_ids.shape[0], chunk):
+            if len(self.cache) >= self.cache.max_pairs:
+                break
+            pairs = sequence_pairs(input_ids[s:s + chunk].to(device), self.cfg.diagonal)
+            ii, jj = pairs.items.index_select(0, pairs.i), pairs.items.index_select(0, pairs.j)
+            self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
+        return len(self.cache)
+
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding]) -> dict[str, Tensor]:
         for m in self.cfg.modalities:
             if m not in tables:

@@ -66,6 +66,11 @@ class SeqRecModel(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called by the trainer with the 1-based epoch (ramp-ups, LR warm-ups)."""
 
+    def on_fit_start(self, windows: Any) -> None:
+        """Hook called by the trainer once before the first epoch (also when resuming), with every training window
+        (:class:`~modalrec.data.batching.TrainWindows`), for one-off work that depends on the training data
+        (KDSR asks its teacher about the windows' item pairs here)."""
+
     @classmethod
     def required_inputs(cls, cfg: Any) -> list[str]:
         """The cached inputs the train/evaluate stages must load into :class:`ModelContext` for this config:

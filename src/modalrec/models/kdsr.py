@@ -15,9 +15,11 @@ that the backbone's :meth:`param_groups` names. They live here so they are recor
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ParamError
@@ -91,6 +93,16 @@ class KDSR(SeqRecModel):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.backbone.on_epoch_start(epoch)
+
+    def on_fit_start(self, windows: Any) -> None:
+        """Ask the teacher about every pair the training windows supervise before epoch 1 (:meth:`CDL.prefill`)."""
+        self.backbone.on_fit_start(windows)
+        if self.cdl is not None and len(windows):
+            t0 = time.perf_counter()
+            n = self.cdl.prefill(torch.from_numpy(windows.items[:, :-1]), next(self.parameters()).device)
+            if n:
+                print(f"kdsr: the teacher's answers for {n:,} item pairs of the training windows cached in "
+                      f"{time.perf_counter() - t0:.1f} s", flush=True)
 
     # -- inference and hooks: the backbone's
     def score_all(self, input_ids: Tensor) -> Tensor:

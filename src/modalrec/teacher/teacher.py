@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..errors import DataError, ParamError
 from ..io import atomic_path, read_json, write_json
-from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi
+from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_split
 from .quantize import QuantizerConfig, assign, fit_codebook, usage_stats
 
 EXACT_MAX_PAIRS = 20_000_000
@@ -108,12 +108,14 @@ class Teacher:
                 raise DataError(f"codebook of {m!r} has {self.codebooks[m].shape[1]} dims, expected D={self.D}")
         self.n_codes = {m: int(self.codebooks[m].shape[0]) for m in self.modalities}
         self.device = self.tables[self.modalities[0]].device if self.modalities else torch.device("cpu")
+        self._units: dict[str, tuple[Tensor, Tensor]] = {}  # cos: per-modality unit_split(m̃), made on first lookup
 
     # ------------------------------------------------------------------------------------------------ lookups
     def to(self, device: torch.device | str) -> "Teacher":
         device = torch.device(device)
         self.tables = {m: t.to(device) for m, t in self.tables.items()}
         self.codebooks = {m: c.to(device) for m, c in self.codebooks.items()}
+        self._units = {}
         self.device = device
         return self
 
@@ -126,18 +128,23 @@ class Teacher:
         """``(holistic float32, codes int64)`` for the pairs ``(i[k], j[k])``, shapes equal to ``i``'s."""
         if i.shape != j.shape:
             raise ValueError(f"pair id tensors must have equal shapes, got {tuple(i.shape)} and {tuple(j.shape)}")
-        Z = self._table(m)
-        pairs = torch.stack([i.reshape(-1), j.reshape(-1)], 1).to(Z.device)
-        hol, vec = pair_correlations(Z, pairs, self.D, self.xi, self.chunk)
+        hol, vec = self._correlations(i, j, m)
         codes = assign(vec, self.codebooks[m])
         return hol.reshape(i.shape), codes.reshape(i.shape)
 
+    def _correlations(self, i: Tensor, j: Tensor, m: str) -> tuple[Tensor, Tensor]:
+        Z = self._table(m)
+        units = None
+        if self.xi == "cos":  # the table's unit-split factors, computed once (as at fitting: the same values)
+            units = self._units.get(m)
+            if units is None or units[0].device != Z.device:
+                units = self._units[m] = unit_split(Z, self.D)
+        pairs = torch.stack([i.reshape(-1), j.reshape(-1)], 1).to(Z.device)
+        return pair_correlations(Z, pairs, self.D, self.xi, self.chunk, units)
+
     def holistic(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """ξ(m̃_i, m̃_j) per pair (float32, shape of ``i``)."""
-        Z = self._table(m)
-        fi, fj = i.reshape(-1).to(Z.device), j.reshape(-1).to(Z.device)
-        out = [pair_xi(Z[fi[s:s + self.chunk]], Z[fj[s:s + self.chunk]], self.xi) for s in range(0, len(fi), self.chunk)]
-        return (torch.cat(out) if out else Z.new_zeros(0)).reshape(i.shape)
+        return self._correlations(i, j, m)[0].reshape(i.shape)
 
     def codes(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """Nearest-codeword id (int64) of each pair's dissected correlation (shape of ``i``)."""
@@ -244,13 +251,25 @@ def all_pairs(n_items: int) -> np.ndarray:
     return np.stack(np.meshgrid(ids, ids, indexing="ij"), -1).reshape(-1, 2)
 
 
-def pair_correlations(z: Tensor, pairs: Tensor, D: int, xi: str, chunk: int = 65536) -> tuple[Tensor, Tensor]:
-    """Holistic ``[P]`` and dissected ``[P, D]`` correlations of the item pairs ``pairs [P, 2]`` (one gather each)."""
+def pair_correlations(z: Tensor, pairs: Tensor, D: int, xi: str, chunk: int = 65536,
+                      units: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Holistic ``[P]`` and dissected ``[P, D]`` correlations of the item pairs ``pairs [P, 2]`` (one gather each).
+    Cosines come from the table's :func:`unit_split` factors (``units``, computed here when not given): one product
+    of two gathered rows a pair, the same values whether the pairs are asked for at fitting or during training."""
+    if xi == "cos" and units is None:
+        units = unit_split(z, D)
     hol, vec = [], []
     for s in range(0, len(pairs), chunk):
-        a, b = z[pairs[s:s + chunk, 0]], z[pairs[s:s + chunk, 1]]
-        hol.append(pair_xi(a, b, xi))
-        vec.append(pair_xi(dissect(a, D), dissect(b, D), xi))
+        ia, ib = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]
+        if xi == "cos":
+            u, w = units
+            h, v = split_cosines(u.index_select(0, ia), w.index_select(0, ia), u.index_select(0, ib),
+                                 w.index_select(0, ib), D)
+        else:
+            a, b = z.index_select(0, ia), z.index_select(0, ib)
+            h, v = pair_xi(a, b, xi), pair_xi(dissect(a, D), dissect(b, D), xi)
+        hol.append(h)
+        vec.append(v)
     if not hol:
         return z.new_zeros(0), z.new_zeros(0, D)
     return torch.cat(hol), torch.cat(vec)

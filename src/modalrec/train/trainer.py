@@ -168,6 +168,7 @@ class Trainer:
             live = Live(str(self.out / "dvclive"), resume=resumed_from > 0, dvcyaml=False, save_dvc_exp=False)
         stopped = False
         ran = 0
+        model.on_fit_start(self.windows)
         try:
             for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
                 model.on_epoch_start(epoch)
