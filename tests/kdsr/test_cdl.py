@@ -357,6 +357,7 @@ def test_prefill_asks_the_teacher_once_and_training_batches_need_no_more(diagona
     pairs = sequence_pairs(inputs, diagonal)
     keys = pairs.items[pairs.i] * (n + 1) + pairs.items[pairs.j]
     assert n_pairs == len(cdl.cache) == len(torch.unique(keys))
+    assert len(cdl.cache.segments) == 1  # compacted: one search a lookup
     asked = list(teacher.calls)
     assert sum(asked) == 2 * 2 * n_pairs  # each pair once, holistic and codes, both modalities
     for batch in train_batches(windows, 16, seed=0, epoch=1):

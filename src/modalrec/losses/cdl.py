@@ -581,6 +581,7 @@ class CDL(nn.Module):
             pairs = sequence_pairs(input_ids[s:s + chunk].to(device), self.cfg.diagonal)
             ii, jj = pairs.items.index_select(0, pairs.i), pairs.items.index_select(0, pairs.j)
             self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
+        self.cache.compact()
         return len(self.cache)
 
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding]) -> dict[str, Tensor]:
@@ -678,6 +679,11 @@ class PairCache:
             if 0 < len(new) <= self.max_pairs - len(self):
                 self._insert(new, h_new, c_new)
         return hol, (codes.long() if codes is not None else None)
+
+    def compact(self) -> None:
+        """One sorted segment (one search a lookup), e.g. once no more pairs are coming."""
+        if len(self.segments) == 2:
+            self.segments = [_merge(*self.segments[0], *self.segments[1])]
 
     def _insert(self, k: Tensor, h: Tensor | None, c: Tensor | None) -> None:
         c = c.to(torch.int32) if c is not None else None
