@@ -365,8 +365,15 @@ def test_prefill_asks_the_teacher_once_and_training_batches_need_no_more(diagona
         for k in ref:
             assert got[k].item() == pytest.approx(ref[k].item(), rel=1e-6)
     assert teacher.calls == asked  # training asked the teacher nothing more
-    small = CDL(CDLConfig(diagonal=diagonal, teacher_cache=n_pairs // 2), teacher, dim=6)
-    assert 0 < small.prefill(inputs, chunk=7) <= n_pairs // 2
+    counted = random_teacher(n, n_codes=4, seed=5)
+    torch.manual_seed(1)
+    small = CDL(CDLConfig(diagonal=diagonal, teacher_cache=n_pairs // 2), counted, dim=6)
+    assert small.prefill(inputs, chunk=7) == n_pairs // 2
+    assert sum(counted.calls) == 2 * 2 * (n_pairs // 2)  # asked about the pairs it keeps, no more
+    for batch in train_batches(windows, 16, seed=0, epoch=2):
+        got, ref = small(batch.input_ids, tables), fresh(batch.input_ids, tables)
+        for k in ref:
+            assert got[k].item() == pytest.approx(ref[k].item(), rel=1e-6)
     assert CDL(CDLConfig(teacher_cache=0), teacher, dim=6).prefill(inputs) == 0
 
 

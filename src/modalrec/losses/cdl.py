@@ -577,10 +577,10 @@ class CDL(nn.Module):
         need = (bool(self.hol_mods), bool(self.code_mods))
         for s in range(0, input_ids.shape[0], chunk):
             if len(self.cache) >= self.cache.max_pairs:
-                break
+                break  # full: the remaining pairs are asked for batch by batch
             pairs = sequence_pairs(input_ids[s:s + chunk].to(device), self.cfg.diagonal)
             ii, jj = pairs.items.index_select(0, pairs.i), pairs.items.index_select(0, pairs.j)
-            self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
+            self.cache.add(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
         self.cache.compact()
         return len(self.cache)
 
@@ -679,6 +679,21 @@ class PairCache:
             if 0 < len(new) <= self.max_pairs - len(self):
                 self._insert(new, h_new, c_new)
         return hol, (codes.long() if codes is not None else None)
+
+    def add(self, i: Tensor, j: Tensor, fetch: Any, need: tuple[bool, bool]) -> None:
+        """Fetch and keep the answers for the pairs not cached yet, as many as there is room for (the smallest keys
+        first), without returning any."""
+        if self.need != need or (self.segments and self.segments[0][0].device != i.device):
+            self.segments, self.need = [], need
+        new = torch.unique((i << 32) | j)
+        for k, _, _ in self.segments:
+            if len(new):
+                new = new[k.index_select(0, torch.searchsorted(k, new).clamp(max=len(k) - 1)) != new]
+        new = new[:max(self.max_pairs - len(self), 0)]
+        if len(new):
+            h, c = fetch(new >> 32, new & 0xFFFFFFFF)
+            self._insert(new, h.to(device=new.device, dtype=torch.float32) if need[0] else None,
+                         c.to(device=new.device, dtype=torch.int32) if need[1] else None)
 
     def compact(self) -> None:
         """One sorted segment (one search a lookup), e.g. once no more pairs are coming."""
