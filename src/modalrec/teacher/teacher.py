@@ -2,7 +2,8 @@
 
 The released code precomputes an N×N holistic matrix and an N×N×D dissected tensor, k-means-clusters all N² D-vectors
 and stores an N×N code matrix (8.7 GiB for Beauty). Here the teacher keeps only the compressed item vectors m̃
-(``[N+1, d]`` per modality, already loaded by the caller) and one codebook ``[x, D]`` per modality:
+(``[N+1, d]`` per modality, already loaded by the caller; for ``cos`` also their unit-split factors, ``[N+1, d + D]``,
+made on the first lookup) and one codebook ``[x, D]`` per modality:
 
 - ``holistic(i, j, m)``: ξ(m̃_i, m̃_j) for LongTensors of item ids of any equal shape;
 - ``codes(i, j, m)``: the nearest codeword of the dissected correlation ``[ξ(m̃_i^(k), m̃_j^(k))]_{k=1..D}``;
