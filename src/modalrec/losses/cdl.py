@@ -463,7 +463,7 @@ class _CodeHeadNLL(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: Tensor):
         diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag, ia, ib = ctx.saved_tensors
-        G, P, d = x.shape
+        G, P = x.shape[:2]
         # d/dz of −log softmax(z)[c] is softmax(z) − onehot(c); the i < j rows carry weight 2·grad, the zero row
         # n_diag·grad on its softmax minus grad per diagonal pair's code
         dz = logp.exp_()  # the saved log-probabilities are not needed again
@@ -656,8 +656,7 @@ class PairCache:
         may have trailing dims (CDL keeps one column per modality), codes come back as int64."""
         if self.max_pairs <= 0:
             return fetch(i, j)
-        if self.need != need or (self.segments and self.segments[0][0].device != i.device):
-            self.segments, self.need = [], need  # what is cached, or where, changed: start again
+        self._start(need, i.device)
         keys = (i << 32) | j
         hol = codes = found = None
         for k, h, c in self.segments:
@@ -672,9 +671,7 @@ class PairCache:
             miss = (~found).nonzero(as_tuple=True)[0] if found is not None else torch.arange(len(keys),
                                                                                            device=keys.device)
             new, inv = torch.unique(keys[miss], return_inverse=True)  # sorted, each pair once
-            h_new, c_new = fetch(new >> 32, new & 0xFFFFFFFF)
-            h_new = h_new.to(device=keys.device, dtype=torch.float32) if need[0] else None
-            c_new = c_new.to(device=keys.device, dtype=torch.int32) if need[1] else None
+            h_new, c_new = self._fetch(new, fetch, need)
             hol, codes = _put(hol, h_new, miss, inv, len(keys)), _put(codes, c_new, miss, inv, len(keys))
             if 0 < len(new) <= self.max_pairs - len(self):
                 self._insert(new, h_new, c_new)
@@ -683,17 +680,25 @@ class PairCache:
     def add(self, i: Tensor, j: Tensor, fetch: Any, need: tuple[bool, bool]) -> None:
         """Fetch and keep the answers for the pairs not cached yet, as many as there is room for (the smallest keys
         first), without returning any."""
-        if self.need != need or (self.segments and self.segments[0][0].device != i.device):
-            self.segments, self.need = [], need
+        self._start(need, i.device)
         new = torch.unique((i << 32) | j)
         for k, _, _ in self.segments:
             if len(new):
                 new = new[k.index_select(0, torch.searchsorted(k, new).clamp(max=len(k) - 1)) != new]
         new = new[:max(self.max_pairs - len(self), 0)]
         if len(new):
-            h, c = fetch(new >> 32, new & 0xFFFFFFFF)
-            self._insert(new, h.to(device=new.device, dtype=torch.float32) if need[0] else None,
-                         c.to(device=new.device, dtype=torch.int32) if need[1] else None)
+            self._insert(new, *self._fetch(new, fetch, need))
+
+    def _start(self, need: tuple[bool, bool], device: torch.device) -> None:
+        if self.need != need or (self.segments and self.segments[0][0].device != device):
+            self.segments, self.need = [], need  # what is cached, or where, changed: start again
+
+    @staticmethod
+    def _fetch(keys: Tensor, fetch: Any, need: tuple[bool, bool]) -> tuple[Tensor | None, Tensor | None]:
+        """The answers for sorted pair keys, as stored: holistic float32, codes int32."""
+        h, c = fetch(keys >> 32, keys & 0xFFFFFFFF)
+        return (h.to(device=keys.device, dtype=torch.float32) if need[0] else None,
+                c.to(device=keys.device, dtype=torch.int32) if need[1] else None)
 
     def compact(self) -> None:
         """One sorted segment (one search a lookup), e.g. once no more pairs are coming."""
