@@ -4,7 +4,8 @@ Data: the Amazon-2014 Beauty sequences from ../shared (22,363 users, 12,101 item
 of every sequence is test), max length 50, batch 64 windows, SASRec / GRU4Rec (d = 64 as params.yaml, ``--dim 128``
 as the paper; ``item_repr: tuned``) and
 the released code's graph backbone. Beauty has no features here, so m̃ is a seeded random sigmoid code per item
-(128-d): the cost of CDL does not depend on the values. The teacher is the real distill-stage teacher
+(128-d as params.yaml ``compress.dim``; ``--mdim 64`` gives the tuned modality tables and CDL's heads the width of a
+d = 64 backbone): the cost of CDL does not depend on the values. The teacher is the real distill-stage teacher
 (``modalrec.teacher.teacher.fit_teacher``) fitted on those codes and the training sequences (D = 8, x = 100 as the
 ``kdsr`` preset; ``--codes 50`` for the released code's x).
 
@@ -19,8 +20,9 @@ the extrapolated time per epoch, the overhead of CDL (target: <= 20%) and, per b
 CDL works on (the i <= j pairs of each sequence's unique items: O(sum of U_b^2), bounded by the batch's longest
 sequence) against a dense ``[B, U, U]`` layout (U = most unique items of a sequence in the batch) and N×N.
 
-Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--codes 100] [--threads N]
-                                 [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius] [--no-prefill]
+Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--mdim 128] [--codes 100]
+                                 [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
+                                 [--no-prefill]
 Figures measured on a shared, busy machine are inflated by contention.
 """
 
@@ -44,7 +46,7 @@ from modalrec.train.trainer import deterministic_on_cpu
 
 from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
 
-MAXLEN, DIM = 50, 128
+MAXLEN = 50
 
 
 def build_teacher(compressed: dict[str, torch.Tensor], sequences: list[np.ndarray], D: int, x: int, pairs: int,
@@ -83,9 +85,13 @@ def main() -> None:
     ap.add_argument("--no-prefill", action="store_true", help="skip the trainer's on_fit_start (CDL.prefill): epoch 1 "
                     "then asks the teacher batch by batch")
     ap.add_argument("--dim", type=int, default=64, help="SASRec/GRU4Rec width (params.yaml kdsr.backbones: 64; the "
-                    "paper: 128 for every model). The modality tables and CDL heads are 128-d (m~) either way")
+                    "paper: 128 for every model)")
+    ap.add_argument("--mdim", type=int, default=128, help="width of m~, so of the tuned modality tables, the CDL heads "
+                    "and kdsr_graph (params.yaml compress.dim: 128; kdsr.D must divide it)")
     a = ap.parse_args()
-    BATCH = a.batch
+    BATCH, DIM = a.batch, a.mdim
+    if DIM % 8:
+        sys.exit(f"--mdim {DIM}: the teacher's D = 8 parts must divide it")
     if a.threads:
         torch.set_num_threads(a.threads)
     if not BEAUTY.exists():
@@ -102,7 +108,8 @@ def main() -> None:
     t0 = time.perf_counter()
     teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], 8, a.codes, a.teacher_pairs)
     print(f"Beauty: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
-          f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}")
+          f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}; "
+          f"backbone d = {a.dim}, m~ = {DIM}")
     ctx = ModelContext(n_items=n, max_len=MAXLEN, compressed=comp, teacher=teacher)
     batches = [b for _, b in zip(range(a.batches + 1), train_batches(windows, BATCH, seed=0, epoch=1))]
 
