@@ -163,8 +163,8 @@ def main() -> None:
             mem = proc_mem_mb()
             gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
             print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
-                  f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring {1024 / t_score:7.0f} users/s"
-                  f" | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
+                  f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring "
+                  f"{1024 / t_score:7.0f} users/s | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
                   f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
             del model, opt
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -9,8 +9,9 @@ from torch import nn
 
 from modalrec.errors import ParamError
 from modalrec.losses.cdl import (CDL, CDLConfig, PairCache, block_xi, code_head_nll, code_head_nll_reference,
-                                 frobenius_loss, frobenius_pairs, pair_mask, pair_row_sums, pair_xi, pairwise_xi, sequence_pairs,
-                                 soft_match_loss, soft_match_pairs, soft_match_pairs_reference, unique_items, upper_pairs)
+                                 frobenius_loss, frobenius_pairs, pair_mask, pair_row_sums, pair_xi, pairwise_xi,
+                                 sequence_pairs, soft_match_loss, soft_match_pairs, soft_match_pairs_reference,
+                                 unique_items, upper_pairs)
 
 from .helpers import MatrixTeacher, random_teacher
 

@@ -70,13 +70,6 @@ def dissected(a: Tensor, b: Tensor, D: int, xi: str) -> Tensor:
     return pair_xi(dissect(a, D), dissect(b, D), xi)
 
 
-def unit_parts(x: Tensor, D: int) -> Tensor:
-    """``[..., D, d/D]`` parts scaled to unit norm (zero parts stay zero): dot products of these are part cosines."""
-    p = dissect(x, D)
-    n = p.norm(dim=-1, keepdim=True)
-    return torch.where(n > _EPS, p / n.clamp(min=_EPS), torch.zeros_like(p))
-
-
 def unit_split(x: Tensor, D: int) -> tuple[Tensor, Tensor]:
     """Per-vector factors for cosines of pairs: ``x [..., d]`` -> ``(u [..., d], w [..., D])``, ``u`` the D parts of
     each vector scaled to unit norm and ``w`` each part's share of the vector's norm (``|x_k| / |x|``); zero parts
