@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,12 +35,75 @@ def get(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:
     return node
 
 
-def dataclass_from(cls: type[T], section: dict[str, Any] | None, key: str, what: str = "option") -> T:
-    """``cls(**section)`` for a config dataclass; a key that is no field of ``cls`` is a ParamError naming
-    ``<key>.<name>`` and listing the known ones (the fields' own checks stay with the dataclass)."""
-    section = dict(section or {})
-    known = sorted(f.name for f in dataclasses.fields(cls))
-    unknown = sorted(set(section) - set(known))
+def dataclass_from(cls: type[T], section: dict[str, Any] | None, key: str, what: str = "option",
+                   ignore: tuple[str, ...] = ()) -> T:
+    """The one way a config dataclass is built from a params section: ``cls(**section)`` after two checks.
+
+    - a key that is no field of ``cls`` (nor in ``ignore``, keys the caller reads itself) is a ParamError naming
+      ``<key>.<name>`` and listing the known ones;
+    - a value whose type does not fit the field's annotation (``epochs: ten`` for an ``int``) is a ParamError
+      naming ``<key>.<name>``, the expected type and the value. ``int`` rejects booleans, ``float`` takes
+      integers, ``X | None`` takes null, ``list[int]`` checks the items; other annotations are not checked.
+
+    Range and choice checks stay with the dataclass (``__post_init__``)."""
+    if section is not None and not isinstance(section, dict):
+        raise ParamError(key, f"must be a mapping of {what}s, got {section!r}")
+    section = {k: v for k, v in (section or {}).items() if k not in ignore}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(section) - set(fields))
     if unknown:
-        raise ParamError(f"{key}.{unknown[0]}", f"unknown {what}; known: {known}")
+        raise ParamError(f"{key}.{unknown[0]}", f"unknown {what}; known: {sorted(set(fields) | set(ignore))}")
+    hints = _type_hints(cls)
+    for name, value in section.items():
+        hint = hints.get(name, fields[name].type)
+        if not _fits(value, hint):
+            raise ParamError(f"{key}.{name}", f"must be {_describe(hint)}, got {value!r}")
     return cls(**section)
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that names something not importable here: leave those fields unchecked
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type annotation (unknown or unparsed annotations fit anything)."""
+    if hint is Any or isinstance(hint, str):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is list and args:
+            return all(_fits(v, args[0]) for v in value)
+        return True
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is not None:
+        return str(hint).replace("typing.", "")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))

@@ -115,7 +115,7 @@ def test_stage_token_caches(items_table, tiny_text_models, tiny_vision_models, t
 def test_clear_errors(items_table, tiny_vision_models, tmp_path, monkeypatch):
     with pytest.raises(ParamError, match=r"encode.image.family.*available: \[.*timm"):
         EncoderConfig.from_params({"family": "keras"}, "encode.image")
-    with pytest.raises(ParamError, match="encode.image.batch_size: must be int"):
+    with pytest.raises(ParamError, match="encode.image.batch_size: must be an integer"):
         EncoderConfig.from_params({"family": "timm", "batch_size": "32"}, "encode.image")
     with pytest.raises(ParamError, match="encode.image.weigths.*known"):
         EncoderConfig.from_params({"family": "timm", "weigths": "x"}, "encode.image")

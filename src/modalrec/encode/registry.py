@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ParamError
+from ..params import dataclass_from
 
 FAMILIES: dict[str, Callable[["EncoderConfig", str, str], "Encoder"]] = {}
 _FAMILY_MODULES = {"hf_text": "hf_text", "sentence_transformers": "hf_text", "hf_vision": "hf_vision",
@@ -78,20 +79,9 @@ class EncoderConfig:
     def from_params(cls, d: dict[str, Any], key: str) -> "EncoderConfig":
         if not isinstance(d, dict):
             raise ParamError(key, f"must be a mapping with at least `family`, got {d!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ParamError(f"{key}.{unknown[0]}", f"unknown encoder option; known: {sorted(names)}")
         if "family" not in d:
             raise ParamError(f"{key}.family", f"missing; one of {sorted(_FAMILY_MODULES)}")
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        for k, v in d.items():
-            t = types[k].replace(" | None", "")
-            ok = {"int": isinstance(v, int) and not isinstance(v, bool), "bool": isinstance(v, bool),
-                  "str": isinstance(v, str)}.get(t, True)
-            if not ok and not (v is None and "None" in types[k]):
-                raise ParamError(f"{key}.{k}", f"must be {types[k]}, got {v!r}")
-        cfg = cls(**d)
+        cfg = dataclass_from(cls, d, key, "encoder option")
         if cfg.family not in _FAMILY_MODULES:
             raise ParamError(f"{key}.family", f"unknown encoder family {cfg.family!r}; available: "
                                               f"{sorted(_FAMILY_MODULES)}")

@@ -108,11 +108,9 @@ def available_models() -> list[str]:
 
 def make_config(cls: type[SeqRecModel], cfg: dict[str, Any], key: str) -> Any:
     """Build ``cls.Config`` from a params dict; unknown keys are a ParamError naming ``key.<field>``."""
-    names = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(cfg) - names)
-    if unknown:
-        raise ParamError(f"{key}.{unknown[0]}", f"unknown option for this model; known: {sorted(names)}")
-    return cls.Config(**cfg)
+    from ..params import dataclass_from
+
+    return dataclass_from(cls.Config, cfg, key, "option for this model")
 
 
 def model_class(name: str, arch: str | None = None) -> type[SeqRecModel]:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..errors import ParamError
+from ..params import dataclass_from
 from ..train.checkpoint import state_copy
 
 
@@ -38,11 +39,7 @@ class AEConfig:
 
     @classmethod
     def from_params(cls, section: dict, key: str = "compress") -> "AEConfig":
-        known = set(cls.__dataclass_fields__)
-        extra = sorted(set(section) - known - {"modalities"})
-        if extra:
-            raise ParamError(f"{key}.{extra[0]}", f"unknown option; known: {sorted(known | {'modalities'})}")
-        cfg = cls(**{k: v for k, v in section.items() if k in known})
+        cfg = dataclass_from(cls, section, key, ignore=("modalities", "seed"))
         cfg.validate(key)
         return cfg
 

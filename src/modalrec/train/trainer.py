@@ -28,6 +28,7 @@ from ..errors import ParamError
 from ..evaluate.protocol import EvalConfig, evaluate
 from ..io import write_json
 from ..models.base import SeqRecModel
+from ..params import dataclass_from
 from . import checkpoint as ckpt
 from .schedules import LRSchedule
 
@@ -65,11 +66,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any], key: str = "train") -> "TrainConfig":
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ParamError(f"{key}.{unknown[0]}", f"unknown trainer option; known: {sorted(names)}")
-        return cls(**section)
+        return dataclass_from(cls, section, key, "trainer option")
 
 
 @dataclass
