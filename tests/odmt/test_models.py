@@ -122,8 +122,12 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("arch,cfg", [("odmt", c) for c in VARIANTS.values()] + [("sasrec_lf", {}), ("sasrec_ef", {})],
-                         ids=list(VARIANTS) + ["sasrec_lf", "sasrec_ef"])
+BASELINES = {"sasrec_lf": {"tower": "separate", "id_init": "random", "objective": "late_fusion"},
+             "sasrec_ef": {"tower": "separate", "id_init": "random", "fusion": "early", "objective": "independent"}}
+
+
+@pytest.mark.parametrize("arch,cfg", [("odmt", c) for c in {**VARIANTS, **BASELINES}.values()],
+                         ids=list(VARIANTS) + list(BASELINES))
 def test_one_epoch_smoke(arch, cfg):
     """A short epoch of AdamW steps: finite losses that go down, gradients reaching the tower and encoders."""
     ctx = context(N, MAX_LEN, same_width=True)
@@ -147,7 +151,7 @@ def test_one_epoch_smoke(arch, cfg):
     m.eval()
     s = m.score_all(batch.input_ids)
     assert s.shape == (16, N + 1) and torch.isfinite(s[:, 1:]).all()
-    assert (m.score_branches(batch.input_ids) == {}) == (arch == "sasrec_ef")
+    assert (m.score_branches(batch.input_ids) == {}) == (cfg.get("fusion") == "early")
 
 
 def test_bad_options_name_the_parameter():
@@ -158,7 +162,8 @@ def test_bad_options_name_the_parameter():
         del ctx.tokens["image"]
         build_model("odmt", {}, ctx)
     with pytest.raises(ParamError, match="models.sasrec_ef.objective"):
-        build_model("sasrec_ef", {"objective": "online_distill"}, context(N, MAX_LEN))
+        build_model("sasrec_ef", {**BASELINES["sasrec_ef"], "objective": "online_distill"}, context(N, MAX_LEN),
+                    arch="odmt")
 
 
 def test_real_memory_mapped_token_caches(tmp_path):
