@@ -1,5 +1,6 @@
 """Pieces shared by the session-graph backbones (``kdsr_graph``, ``mmsr``): prefix instances, the per-sequence
-graph over unique items, and the relational GAT layer of the KDSR/MMSR code (paper-notes §1.4, §2).
+graph over unique items, the relational GAT layer of the KDSR/MMSR code (paper-notes §1.4, §2), and
+:class:`SessionGraphModel`, their common frame (ID and modality tables, scoring, training loss, parameter groups).
 
 Graph models see the whole input sequence at once (a node aggregates its neighbours in both directions), so
 unlike SASRec they cannot be trained on all positions of a window in one pass without leaking the targets.
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ParamError
 from ..losses.cdl import unique_items
+from .base import Batch, ModelContext, SeqRecModel
 
 SELF, OUT, IN, BOTH = 1, 2, 3, 4  # relation labels of the released code (0 = no edge)
 
@@ -72,3 +75,78 @@ class RGATLayer(nn.Module):
         logits = F.dropout(logits, self.dropout, self.training)
         logits = logits.masked_fill(rel == 0, -1e9)
         return torch.softmax(logits, -1) @ h
+
+
+def modality_table(ctx: ModelContext, m: str, key: str) -> nn.Embedding:
+    """A trainable ``[N+1, d]`` table initialised from the compress stage's m̃ (row 0 = 0)."""
+    if m not in ctx.compressed:
+        raise ParamError(f"{key}.modalities", f"modality {m!r} has no compressed codes (compress stage)")
+    x = ctx.compressed[m].float().clone()
+    if x.shape[0] != ctx.n_items + 1:
+        raise ParamError(f"{key}.modalities", f"{m} codes have {x.shape[0]} rows, expected {ctx.n_items + 1}")
+    x[0] = 0
+    t = nn.Embedding(x.shape[0], x.shape[1], padding_idx=0)
+    with torch.no_grad():
+        t.weight.copy_(x)
+    return t
+
+
+class SessionGraphModel(SeqRecModel):
+    """The frame of a session-graph backbone; a subclass adds its layers and :meth:`user_vectors`.
+
+    It owns the ID table ``id_emb`` (``N(0, 0.02)``, row 0 = 0) and the trainable modality tables ``tables``
+    (:func:`modality_table`, the tables CDL supervises), created in that order first thing, so a subclass's own
+    modules come after them in the seeded initialisation. ``cfg`` needs ``dim`` (= the width of m̃),
+    ``modalities`` and ``max_len``. Candidates are scored against the ID embeddings only; training is full-softmax
+    CE over the prefix instances of the windows (:func:`prefix_instances`).
+    """
+
+    def __init__(self, cfg, ctx: ModelContext, key: str):
+        super().__init__()
+        self.cfg = cfg
+        self.max_len = cfg.max_len or ctx.max_len
+        self.id_emb = nn.Embedding(ctx.n_items + 1, cfg.dim, padding_idx=0)
+        nn.init.normal_(self.id_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.id_emb.weight[0].zero_()
+        self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities})
+        for m, t in self.tables.items():
+            if t.weight.shape[1] != cfg.dim:
+                raise ParamError(f"{key}.dim", f"must equal the width of the {m} codes ({t.weight.shape[1]})")
+
+    def user_vectors(self, input_ids: Tensor) -> Tensor:
+        """Sequence representations ``[B, dim]`` of left-padded histories ``[B, L]``."""
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> Tensor:
+        ids, tgt = prefix_instances(batch.input_ids, batch.targets)
+        logits = self.user_vectors(ids) @ self.id_emb.weight.t()
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits.float(), tgt)
+
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        s = self.user_vectors(input_ids) @ self.id_emb.weight.t()
+        s[:, 0] = float("-inf")
+        return s
+
+    def item_representations(self) -> Tensor:
+        return self.id_emb.weight
+
+    def modality_tables(self) -> dict[str, nn.Embedding]:
+        return dict(self.tables.items())
+
+    def id_table(self) -> nn.Embedding:
+        return self.id_emb
+
+    def param_groups(self, lr: float) -> list[dict]:
+        tables = [t.weight for t in self.tables.values()]
+        seen = {id(p) for p in tables} | {id(self.id_emb.weight)}
+        rest = [p for p in self.parameters() if id(p) not in seen]
+        groups = [{"params": [self.id_emb.weight], "lr": lr, "name": "id"},
+                  {"params": tables, "lr": lr, "name": "modality_tables"},
+                  {"params": rest, "lr": lr, "name": "backbone"}]
+        return [g for g in groups if g["params"]]
+
+    @classmethod
+    def required_inputs(cls, cfg) -> list[str]:
+        return [f"compressed/{m}" for m in cfg.modalities]

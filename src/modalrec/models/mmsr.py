@@ -17,7 +17,8 @@ positions where the item occurs).
 
 Sequence representation (KDSR Eq. 6): long-term ``h_l`` = mean of the item-node states over the positions,
 short-term ``h_s = Σ α_i h_i`` over the last ``q`` positions with ``α = softmax(W2 ReLU(W1 h_i))``,
-``P = W3 [h_s; h_l]``. Scores: ``P · e_v`` with the ID embeddings. Trained on every prefix of a window.
+``P = W3 [h_s; h_l]``. Scores: ``P · e_v`` with the ID embeddings. Trained on every prefix of a window (the
+tables, scoring, loss and parameter groups are :class:`~modalrec.models._session_graph.SessionGraphModel`'s).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
-from ._session_graph import RGATLayer, prefix_instances, session_graph
-from .kdsr_graph import modality_table
+from .base import ModelContext, register_model
+from ._session_graph import RGATLayer, SessionGraphModel, session_graph
 
 
 class HeteLayer(nn.Module):
@@ -68,7 +68,7 @@ class MMSRLayer(nn.Module):
 
 
 @register_model("mmsr")
-class MMSR(SeqRecModel):
+class MMSR(SessionGraphModel):
     @dataclass
     class Config:
         dim: int = 128  # must equal the width of m̃ (compress.dim)
@@ -80,21 +80,11 @@ class MMSR(SeqRecModel):
         max_len: int | None = None
 
     def __init__(self, cfg: "MMSR.Config", ctx: ModelContext):
-        super().__init__()
         key = f"models.{getattr(self, 'registry_name', 'mmsr')}"
-        self.cfg = cfg
-        self.max_len = cfg.max_len or ctx.max_len
         if cfg.q < 1 or cfg.layers < 1:
             raise ParamError(f"{key}.q" if cfg.q < 1 else f"{key}.layers", "must be >= 1")
+        super().__init__(cfg, ctx, key)  # cfg, max_len, the ID table id_emb, the modality tables
         d = cfg.dim
-        self.id_emb = nn.Embedding(ctx.n_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.id_emb.weight, std=0.02)
-        with torch.no_grad():
-            self.id_emb.weight[0].zero_()
-        self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities})
-        for m, t in self.tables.items():
-            if t.weight.shape[1] != d:
-                raise ParamError(f"{key}.dim", f"must equal the width of the {m} codes ({t.weight.shape[1]})")
         n_types = 1 + len(cfg.modalities)
         self.type_emb = nn.Embedding(n_types, d)
         self.pos_emb = nn.Embedding(self.max_len, d)
@@ -133,36 +123,3 @@ class MMSR(SeqRecModel):
         a = self.W2(torch.relu(self.W1(seq_h))).squeeze(-1).masked_fill(~recent, -1e9)
         h_short = (torch.softmax(a, 1).unsqueeze(-1) * seq_h).sum(1)
         return self.W3(torch.cat([h_short, h_long], -1))
-
-    def loss(self, batch: Batch) -> Tensor:
-        ids, tgt = prefix_instances(batch.input_ids, batch.targets)
-        logits = self.user_vectors(ids) @ self.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), tgt)
-
-    def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.user_vectors(input_ids) @ self.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
-
-    def item_representations(self) -> Tensor:
-        return self.id_emb.weight
-
-    def modality_tables(self) -> dict[str, nn.Embedding]:
-        return dict(self.tables.items())
-
-    def id_table(self) -> nn.Embedding:
-        return self.id_emb
-
-    def param_groups(self, lr: float) -> list[dict]:
-        tables = [t.weight for t in self.tables.values()]
-        seen = {id(p) for p in tables} | {id(self.id_emb.weight)}
-        rest = [p for p in self.parameters() if id(p) not in seen]
-        groups = [{"params": [self.id_emb.weight], "lr": lr, "name": "id"},
-                  {"params": tables, "lr": lr, "name": "modality_tables"},
-                  {"params": rest, "lr": lr, "name": "backbone"}]
-        return [g for g in groups if g["params"]]
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"compressed/{m}" for m in cfg.modalities]
