@@ -43,34 +43,9 @@ OBJECTIVES = ("online_distill", "late_fusion", "independent")
 FUSIONS = ("late", "early")
 
 
-@dataclass
-class ODMTConfig:
-    """Options of ODMT and of the variants built from it (Table 3 ablations, SASRec+EF, SASRec+LF)."""
-
-    d: int = 64  # hidden size of tower and user encoders (paper: 768)
-    modalities: list[str] = field(default_factory=lambda: ["text", "image"])  # token caches used
-    use_id: bool = True  # False = "w/o ID": no ID token / ID branch
-    tower: str = "imt"  # imt (one merged Transformer) | separate ("w/o IMT": one Transformer per modality)
-    tower_layers: int = 2  # w/o IMT(1): separate with 2 layers; w/o IMT(2): separate with 1 layer
-    tower_heads: int = 2
-    id_mask: bool = True  # False = "w/o ID mask": modality tokens may attend to the ID token
-    id_init: str = "avg"  # avg | text | image | random: initial ID table (raw CLS features, before projection)
-    id_dim: int | None = None  # size of the ID table when id_init=random (default d)
-    user_layers: int = 2
-    user_heads: int = 2
-    dropout: float = 0.1
-    fusion: str = "late"  # late: one user encoder per branch; early: average the item vectors into one encoder
-    objective: str = "online_distill"  # online_distill | late_fusion (CE on averaged logits) | independent (Σ CE)
-    T: float = 0.5  # distillation temperature
-    alpha: float = 20.0  # ramp-up length in epochs (< 1: constant weight alpha)
-    kd_form: str = "soft_ce"  # soft_ce (released code) | kl (paper text)
-    detach_teacher: bool = False  # released code: False (gradients flow into the teacher logits)
-    debias: bool = True  # subtract log popularity from in-batch logits
-    tower_batch: int = 256  # items per chunk when computing the tower for the whole catalogue
-
-
-def check_config(cfg: ODMTConfig, key: str) -> None:
-    """Validate option values, naming the offending ``models.<name>.<field>``."""
+def check_config(cfg: "ODMT.Config", key: str) -> None:
+    """Validate option values (:class:`ODMT.Config`, at the end of the file), naming the offending
+    ``models.<name>.<field>``."""
     choices = {"tower": TOWERS, "id_init": ID_INITS, "objective": OBJECTIVES, "kd_form": KD_FORMS,
                "fusion": FUSIONS}
     for name, allowed in choices.items():
@@ -161,7 +136,7 @@ class ItemTower(nn.Module):
     ``forward(ids [U]) -> {branch: [U, d]}`` with branches ``text``/``image`` (those in ``modalities``) and ``id``.
     """
 
-    def __init__(self, cfg: ODMTConfig, ctx: ModelContext, key: str):
+    def __init__(self, cfg: "ODMT.Config", ctx: ModelContext, key: str):
         super().__init__()
         self.cfg = cfg
         tokens = ctx.tokens or {}
@@ -278,9 +253,32 @@ class ItemTower(nn.Module):
 class ODMT(SeqRecModel):
     """ODMT and every variant of it; see the module docstring. Branch order: modalities then ``id``."""
 
-    Config = ODMTConfig
+    @dataclass
+    class Config:
+        """Options of ODMT and of the variants built from it (Table 3 ablations, SASRec+EF, SASRec+LF)."""
 
-    def __init__(self, cfg: ODMTConfig, ctx: ModelContext):
+        d: int = 64  # hidden size of tower and user encoders (paper: 768)
+        modalities: list[str] = field(default_factory=lambda: ["text", "image"])  # token caches used
+        use_id: bool = True  # False = "w/o ID": no ID token / ID branch
+        tower: str = "imt"  # imt (one merged Transformer) | separate ("w/o IMT": one Transformer per modality)
+        tower_layers: int = 2  # w/o IMT(1): separate with 2 layers; w/o IMT(2): separate with 1 layer
+        tower_heads: int = 2
+        id_mask: bool = True  # False = "w/o ID mask": modality tokens may attend to the ID token
+        id_init: str = "avg"  # avg | text | image | random: initial ID table (raw CLS features, before projection)
+        id_dim: int | None = None  # size of the ID table when id_init=random (default d)
+        user_layers: int = 2
+        user_heads: int = 2
+        dropout: float = 0.1
+        fusion: str = "late"  # late: one user encoder per branch; early: average the item vectors into one encoder
+        objective: str = "online_distill"  # online_distill | late_fusion (CE on averaged logits) | independent (Σ CE)
+        T: float = 0.5  # distillation temperature
+        alpha: float = 20.0  # ramp-up length in epochs (< 1: constant weight alpha)
+        kd_form: str = "soft_ce"  # soft_ce (released code) | kl (paper text)
+        detach_teacher: bool = False  # released code: False (gradients flow into the teacher logits)
+        debias: bool = True  # subtract log popularity from in-batch logits
+        tower_batch: int = 256  # items per chunk when computing the tower for the whole catalogue
+
+    def __init__(self, cfg: "ODMT.Config", ctx: ModelContext):
         super().__init__()
         key = f"models.{getattr(self, 'registry_name', 'odmt')}"
         check_config(cfg, key)
@@ -300,7 +298,7 @@ class ODMT(SeqRecModel):
         self.to(ctx.device)
 
     @classmethod
-    def required_inputs(cls, cfg: ODMTConfig) -> list[str]:
+    def required_inputs(cls, cfg: "ODMT.Config") -> list[str]:
         """Only the token-level caches of the modalities used (the train stage memory-maps them)."""
         return [f"tokens/{m}" for m in cfg.modalities]
 
