@@ -1,16 +1,10 @@
-"""DVC stage `compress@<modality>`: fit the autoencoder on a feature cache; write m̃ and the AE weights."""
-import argparse
-import os
+"""DVC stage `compress`: fit the autoencoder on a feature cache -> data/compressed/<ds>/<m>.parquet (m~) + models/<ds>/ae/.
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede torch (see pipeline/train.py)
+    python pipeline/compress.py --modality {image,text} [--dataset D]
 
-from modalrec.cli_utils import run_main  # noqa: E402
-from modalrec.params import load_params  # noqa: E402
-from modalrec.stages.compress import MODALITIES, run  # noqa: E402
+The same command as `modalrec compress` (modalrec.cli), which calls modalrec.stages.compress.run."""
+import sys
 
-p = argparse.ArgumentParser(description=__doc__)
-p.add_argument("--params", default="params.yaml")
-p.add_argument("--modality", required=True, choices=MODALITIES)
-p.add_argument("--dataset", default=None, help="override base.dataset")
-a = p.parse_args()
-run_main(lambda: run(load_params(a.params), modality=a.modality, dataset=a.dataset))
+from modalrec.cli import main
+
+main(["compress", *sys.argv[1:]], prog_name="pipeline/compress.py")

@@ -1,13 +1,10 @@
-"""DVC stage `encode_<modality>`: encode item images or texts into data/features/<dataset>/."""
-import argparse
+"""DVC stage `encode`: encode item images or texts with a frozen encoder -> data/features/<ds>/.
 
-from modalrec.cli_utils import run_main
-from modalrec.params import load_params
-from modalrec.stages.encode import OUTPUTS, run
+    python pipeline/encode.py --modality {image,text,image_tokens,text_tokens} [--dataset D]
 
-p = argparse.ArgumentParser(description=__doc__)
-p.add_argument("--params", default="params.yaml")
-p.add_argument("--modality", required=True, choices=sorted(OUTPUTS))
-p.add_argument("--dataset", default=None, help="override base.dataset")
-a = p.parse_args()
-run_main(lambda: run(load_params(a.params), modality=a.modality, dataset=a.dataset))
+The same command as `modalrec encode` (modalrec.cli), which calls modalrec.stages.encode.run."""
+import sys
+
+from modalrec.cli import main
+
+main(["encode", *sys.argv[1:]], prog_name="pipeline/encode.py")

@@ -1,11 +1,10 @@
-"""DVC stage `metrics`: collect reports/<ds>/<model>/s<seed>/metrics.json into the flat reports/metrics.json."""
-import argparse
+"""DVC stage `metrics`: collect the listed runs' metrics into the flat reports/metrics.json (dvc metrics diff).
 
-from modalrec.cli_utils import run_main
-from modalrec.params import load_params
-from modalrec.stages.metrics import run
+    python pipeline/metrics.py [--dataset D]
 
-p = argparse.ArgumentParser(description=__doc__)
-p.add_argument("--params", default="params.yaml")
-a = p.parse_args()
-run_main(lambda: run(load_params(a.params)))
+The same command as `modalrec metrics` (modalrec.cli), which calls modalrec.stages.metrics.run."""
+import sys
+
+from modalrec.cli import main
+
+main(["metrics", *sys.argv[1:]], prog_name="pipeline/metrics.py")

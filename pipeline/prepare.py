@@ -1,12 +1,10 @@
-"""DVC stage `prepare`: read raw files, filter, split; write data/prepared/<dataset>/."""
-import argparse
+"""DVC stage `prepare`: read the raw files, filter (core-k), split -> data/prepared/<ds>/.
 
-from modalrec.cli_utils import run_main
-from modalrec.params import load_params
-from modalrec.stages.prepare import run
+    python pipeline/prepare.py [--dataset D]
 
-p = argparse.ArgumentParser(description=__doc__)
-p.add_argument("--params", default="params.yaml")
-p.add_argument("--dataset", default=None, help="override base.dataset")
-a = p.parse_args()
-run_main(lambda: run(load_params(a.params), dataset=a.dataset))
+The same command as `modalrec prepare` (modalrec.cli), which calls modalrec.stages.prepare.run."""
+import sys
+
+from modalrec.cli import main
+
+main(["prepare", *sys.argv[1:]], prog_name="pipeline/prepare.py")

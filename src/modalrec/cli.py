@@ -1,29 +1,40 @@
-"""The `modalrec` command line: the same steps as the DVC pipeline, for people who don't use DVC.
+"""The `modalrec` command line: one command per pipeline stage, for every model family.
 
-Every command reads ``params.yaml`` (or ``--params``) and runs the same stage runner as ``pipeline/<stage>.py``.
+Each command reads ``params.yaml`` (or ``--params``) and calls the stage runner in :mod:`modalrec.stages`; the DVC
+stages run the same commands (``pipeline/<stage>.py`` hands its arguments to :func:`main`), so the two paths are one.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-# As in pipeline/*.py: idle OpenMP threads must sleep, not spin (5-10x faster small-model training on a busy CPU);
-# read once when torch loads, and nothing above imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import typer
 
-import typer  # noqa: E402
-
-from .cli_utils import run_main  # noqa: E402
-from .errors import ModalrecError  # noqa: E402
-from .params import load_params  # noqa: E402
+from .errors import ModalrecError
+from .params import load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="modalrec: multi-modal sequential recommendation (KDSR, ODMT and baselines).")
 
+def run_main(fn: Callable[[], object]) -> None:
+    """Run a command; a library error (:class:`~modalrec.errors.ModalrecError`: it names the file, line or
+    parameter) becomes one line on stderr and exit status 2, never a traceback."""
+    try:
+        fn()
+    except ModalrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read")
+DATASET = typer.Option(None, "--dataset", help="override base.dataset")
+SEED = typer.Option(None, "--seed", help="default: the first of base.seeds")
 
 
 def _stage(name: str, params: Path, **kwargs) -> None:
@@ -34,25 +45,8 @@ def _stage(name: str, params: Path, **kwargs) -> None:
     run_main(go)
 
 
-KDSR_ARCHS = ("kdsr", "mmsr", "kdsr_graph")  # = modalrec.stages.train_kdsr.FAMILY_ARCHS (checked by a test)
-
-
-def _family_stage(stage: str, params: Path, model: str) -> str:
-    """``train``/``evaluate``, or ``train_kdsr``/``evaluate_kdsr`` for a KDSR-family ``models.<model>`` entry, so the
-    command resolves the model exactly as the DVC pipeline does. A missing params file or model is left to the
-    stage, which reports it."""
-    try:
-        models = load_params(params).get("models") or {}
-    except ModalrecError:
-        return stage
-    if not isinstance(models, dict) or model not in models:
-        return stage
-    entry = models[model] if isinstance(models[model], dict) else {}
-    return f"{stage}_kdsr" if entry.get("arch", model) in KDSR_ARCHS else stage
-
-
 @app.command()
-def prepare(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
+def prepare(params: Path = PARAMS, dataset: Optional[str] = DATASET):
     """Read raw files, filter (core-k), split; write data/prepared/<dataset>/."""
     _stage("prepare", params, dataset=dataset)
 
@@ -60,64 +54,47 @@ def prepare(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, h
 @app.command()
 def encode(params: Path = PARAMS,
            modality: str = typer.Option(..., help="image, text, image_tokens or text_tokens (an encode.* entry)"),
-           dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
+           dataset: Optional[str] = DATASET):
     """Encode item images or texts into data/features/<dataset>/<modality>.parquet (or <modality>.arrow for tokens)."""
     _stage("encode", params, modality=modality, dataset=dataset)
 
 
 @app.command()
 def compress(params: Path = PARAMS, modality: str = typer.Option(..., help="image or text"),
-             dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
+             dataset: Optional[str] = DATASET):
     """Fit the autoencoder on a feature cache; write data/compressed/<dataset>/<modality>.parquet."""
     _stage("compress", params, modality=modality, dataset=dataset)
 
 
 @app.command()
-def distill(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
+def distill(params: Path = PARAMS, dataset: Optional[str] = DATASET):
     """Fit the KDSR correlation teacher (codebooks); write models/<dataset>/teacher/."""
     _stage("distill", params, dataset=dataset)
 
 
 @app.command()
-def train(model: str = typer.Argument(..., help="a model name from params.yaml `models`"), params: Path = PARAMS,
-          dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
-          seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
-    """Train one model (resuming an interrupted run); write models/<dataset>/<model>/s<seed>/.
+def train(model: str = typer.Argument(..., help="a model name from params.yaml `models`, of any family"),
+          params: Path = PARAMS, dataset: Optional[str] = DATASET, seed: Optional[int] = SEED):
+    """Train one model of any family (baselines, KDSR, ODMT); write models/<dataset>/<model>/s<seed>/.
 
-    KDSR-family models (arch kdsr, mmsr, kdsr_graph) go through the `kdsr` section as DVC stage train_kdsr does
-    (presets, backbone defaults, asynchronous LR of the modality tables, forgetting probe)."""
-    _stage(_family_stage("train", params, model), params, model=model, dataset=dataset, seed=seed)
-
-
-@app.command()
-def evaluate(model: str = typer.Argument(..., help="a trained model name"), params: Path = PARAMS,
-             dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
-             seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds")):
-    """Full-ranking evaluation; write reports/<dataset>/<model>/s<seed>/{metrics.json,per_user.parquet}.
-
-    KDSR-family models are rebuilt and evaluated with their `kdsr`-section resolution (= DVC stage evaluate_kdsr)."""
-    _stage(_family_stage("evaluate", params, model), params, model=model, dataset=dataset, seed=seed)
+    The model's family section (`kdsr`: presets, backbones, asynchronous LR, forgetting probe; `odmt`: per-dataset
+    T/alpha, its trainer and protocol) is folded in by modalrec.runs.resolve_run. Resumes an interrupted run."""
+    _stage("train", params, model=model, dataset=dataset, seed=seed)
 
 
 @app.command()
-def metrics(params: Path = PARAMS, dataset: Optional[str] = typer.Option(None, help="override base.dataset")):
-    """Collect reports/<dataset>/*/s*/metrics.json into the flat reports/metrics.json."""
+def evaluate(model: str = typer.Argument(..., help="a trained model name, of any family"), params: Path = PARAMS,
+             dataset: Optional[str] = DATASET, seed: Optional[int] = SEED):
+    """Full-ranking evaluation of one trained model; write reports/<dataset>/<model>/s<seed>/.
+
+    metrics.json (valid/test metrics and the protocol) and per_user.parquet (test ranks, per-branch ranks)."""
+    _stage("evaluate", params, model=model, dataset=dataset, seed=seed)
+
+
+@app.command()
+def metrics(params: Path = PARAMS, dataset: Optional[str] = DATASET):
+    """Collect the listed runs' reports/<dataset>/<model>/s<seed>/metrics.json into the flat reports/metrics.json."""
     _stage("metrics", params, dataset=dataset)
-
-
-@app.command("train-odmt")
-def train_odmt(model: str = typer.Argument("odmt", help="an ODMT-family run (odmt, sasrec_ef, sasrec_lf, ablations)"),
-               seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds"), params: Path = PARAMS):
-    """Train an ODMT-family run with the `odmt` params section folded in (= DVC stage train_odmt)."""
-    _stage("train_odmt", params, model=model, seed=seed)
-
-
-@app.command("evaluate-odmt")
-def evaluate_odmt(model: str = typer.Argument("odmt", help="a trained ODMT-family run"),
-                  seed: Optional[int] = typer.Option(None, help="default: the first of base.seeds"),
-                  params: Path = PARAMS):
-    """Evaluate an ODMT-family run (history masked, per-user, @10/@20, per-branch metrics; = evaluate_odmt)."""
-    _stage("evaluate_odmt", params, model=model, seed=seed)
 
 
 @app.command()
@@ -134,25 +111,26 @@ def recommend(model: str = typer.Argument(..., help="a trained model name (model
               k: int = typer.Option(10, "--k", "-k", help="items per history (a line's own \"k\" wins)"),
               mask_history: bool = typer.Option(False, "--mask-history", help="never recommend history items"),
               ids: str = typer.Option("original", help="history ids: original (dataset ids) or internal (1..N)"),
-              seed: Optional[int] = typer.Option(None, help="which seed's run (default: first of base.seeds)"),
-              dataset: Optional[str] = typer.Option(None, help="override base.dataset"),
+              seed: Optional[int] = SEED, dataset: Optional[str] = DATASET,
               device: str = typer.Option("cpu", help="cpu or cuda"),
               params: Path = PARAMS):
     """Top-k recommendations for given histories with a trained model (see docs/report.md)."""
     def go() -> None:
         from .params import get
+        from .runs import default_seed
         from .report.recommend import run as rec
 
         p = load_params(params)
         ds = dataset or get(p, "base.dataset")
-        s = seed if seed is not None else (get(p, "base.seeds", None) or [get(p, "base.seed", 2023)])[0]
+        s = seed if seed is not None else default_seed(p)
         rec(Path("models") / ds / model / f"s{s}", input, output, k, mask_history, ids, device=device)
 
     run_main(go)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The `modalrec` console script; ``pipeline/<stage>.py`` calls it with its stage's command in front."""
+    app(args=args, prog_name=prog_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """Typed errors that name the file, line or parameter at fault.
 
 Library code raises these; pipeline scripts and the CLI turn them into a one-line message and a non-zero exit
-(see :func:`modalrec.cli_utils.run_main`). Never let a deep pandas/torch traceback be the user's error message.
+(see :func:`modalrec.cli.run_main`). Never let a deep pandas/torch traceback be the user's error message.
 """
 
 from __future__ import annotations

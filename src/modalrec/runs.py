@@ -6,10 +6,16 @@ DVC stage's own code file and input caches), ``runs.odmt`` plain names; :func:`l
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ParamError
 from .params import get
+
+if TYPE_CHECKING:
+    from .train.trainer import TrainConfig
 
 FAMILIES = ("baselines", "kdsr", "odmt")
 
@@ -43,3 +49,155 @@ def is_proposed(params: dict[str, Any], model: str) -> bool:
     entry = (get(params, "models", {}) or {}).get(model) or {}
     arch = entry.get("arch", model)
     return arch == "kdsr" or (arch == "odmt" and entry.get("objective", "online_distill") == "online_distill")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resolve_run: one model entry -> everything train and evaluate need, for every family
+# ---------------------------------------------------------------------------------------------------------------
+
+FAMILY_ARCHS = {"kdsr": ("kdsr", "mmsr", "kdsr_graph"), "odmt": ("odmt",)}  # any other arch: a baseline
+ENTRY_KEYS = ("arch", "train", "evaluate")  # keys of models.<name> that are not model Config fields
+TRAIN_ONLY = ("max_len", "device")  # keys of the train section that are not TrainConfig fields
+ODMT_KEYS = ("T", "alpha", "id_init", "modalities")  # odmt.<key> / odmt.datasets.<ds>.<key> fill these
+
+
+@dataclass
+class RunSpec:
+    """A params entry ``models.<name>`` resolved for one seed: its family's section folded in, split into the model
+    options, the trainer options and the evaluation overrides, with every default applied."""
+
+    name: str
+    arch: str
+    family: str  # baselines | kdsr | odmt
+    cfg: dict[str, Any]  # model Config fields
+    train: TrainConfig
+    evaluate: dict[str, Any]  # protocol overrides of this model (e.g. ODMT's mask_history)
+    dataset: str
+    seed: int
+    max_len: int
+    device: str
+
+
+def family_of(arch: str) -> str:
+    return next((f for f, archs in FAMILY_ARCHS.items() if arch in archs), "baselines")
+
+
+def default_seed(params: dict[str, Any]) -> int:
+    """The seed a command uses when given none: the first of ``base.seeds``."""
+    seeds = get(params, "base.seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise ParamError("base.seeds", f"must be a non-empty list of integers, got {seeds!r}")
+    return seeds[0]
+
+
+def resolve_run(params: dict[str, Any], model: str, seed: int | None = None, dataset: str | None = None) -> RunSpec:
+    """Resolve ``models.<model>`` for training or evaluation; the one place a family's section applies.
+
+    Precedence, highest first. Model options: ``models.<name>.<key>`` > the family's values (KDSR:
+    ``kdsr.presets.<preset>`` and ``kdsr.backbones.<backbone>``; ODMT: ``odmt.<key>`` > ``odmt.datasets.<ds>``) >
+    the model's Config default. Trainer options: ``models.<name>.train`` > the family's (``kdsr.presets.<p>.train``
+    > ``kdsr.train``; ``odmt.datasets.<ds>.train`` > ``odmt.train``) > the ``train`` section. Evaluation overrides:
+    ``models.<name>.evaluate`` > the family's (``kdsr.presets.<p>.evaluate`` > ``kdsr.evaluate``; ``odmt.evaluate``)."""
+    from .train.trainer import TrainConfig
+
+    models = get(params, "models")
+    if not isinstance(models, dict) or model not in models:
+        raise ParamError(f"models.{model}", f"no such model in params.yaml; defined: {sorted(models or {})}")
+    entry = copy.deepcopy(models[model] or {})
+    if not isinstance(entry, dict):
+        raise ParamError(f"models.{model}", f"must be a mapping of options, got {entry!r}")
+    arch = entry.get("arch", model)
+    family = family_of(arch)
+    ds = dataset or get(params, "base.dataset")
+    family_train, family_eval = {"kdsr": _fold_kdsr, "odmt": _fold_odmt}.get(family, _fold_none)(
+        params, model, arch, entry, ds)
+    entry.pop("arch", None)
+    train_over = {**family_train, **(entry.pop("train", None) or {})}
+    eval_over = {**family_eval, **(entry.pop("evaluate", None) or {})}
+    section = dict(get(params, "train", {}) or {})
+    for k in train_over:
+        if k == "device":
+            raise ParamError(f"models.{model}.train.{k}", "set it in the train section")
+    max_len = train_over.pop("max_len", section.get("max_len", 50))
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+        raise ParamError("train.max_len", f"must be an integer >= 1, got {max_len!r}")
+    trainer = TrainConfig.from_params({**{k: v for k, v in section.items() if k not in TRAIN_ONLY}, **train_over},
+                                      key="train")
+    device = str(section.get("device", "auto"))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return RunSpec(model, arch, family, entry, trainer, eval_over, ds,
+                   int(seed if seed is not None else default_seed(params)), max_len, device)
+
+
+def _fold_none(params, model, arch, entry, ds) -> tuple[dict, dict]:
+    return {}, {}
+
+
+def _fold_kdsr(params, model, arch, entry, ds) -> tuple[dict, dict]:
+    """KDSR: the preset's options (``arch: kdsr``) and the backbone's defaults; a plain backbone (mmsr,
+    kdsr_graph) takes its options from ``kdsr.backbones.<arch>``."""
+    section = get(params, "kdsr", {}) or {}
+    preset: dict[str, Any] = {}
+    backbones = section.get("backbones") or {}
+    if arch == "kdsr":
+        name = entry.get("preset", section.get("preset", "kdsr"))
+        presets = section.get("presets") or {}
+        if name is not None:
+            if name not in presets:
+                raise ParamError(f"models.{model}.preset", f"unknown preset {name!r}; kdsr.presets has {sorted(presets)}")
+            preset = dict(presets[name] or {})
+        for k, v in preset.items():
+            if k not in ENTRY_KEYS:
+                entry.setdefault(k, copy.deepcopy(v))
+        entry["preset"] = name
+        backbone = entry.get("backbone", "sasrec")
+        entry["backbone_cfg"] = {**(backbones.get(backbone) or {}), **(entry.get("backbone_cfg") or {})}
+    else:
+        for k, v in (backbones.get(arch) or {}).items():
+            entry.setdefault(k, copy.deepcopy(v))
+    return ({**(section.get("train") or {}), **(preset.get("train") or {})},
+            {**(section.get("evaluate") or {}), **(preset.get("evaluate") or {})})
+
+
+def _fold_odmt(params, model, arch, entry, ds) -> tuple[dict, dict]:
+    """ODMT: ``odmt.<key>`` (global overrides, null = unset) > ``odmt.datasets.<ds>.<key>`` (the paper's values)
+    for T, alpha, id_init and modalities; the entry's own value wins over both."""
+    section = get(params, "odmt", {}) or {}
+    per_ds = (section.get("datasets") or {}).get(ds) or {}
+    unknown = sorted(set(per_ds) - set(ODMT_KEYS) - {"train"})
+    if unknown:
+        raise ParamError(f"odmt.datasets.{ds}.{unknown[0]}", f"unknown key; known: {list(ODMT_KEYS) + ['train']}")
+    for key in ODMT_KEYS:
+        if key in entry:
+            continue
+        if section.get(key) is not None:
+            entry[key] = section[key]
+        elif per_ds.get(key) is not None:
+            entry[key] = per_ds[key]
+    return {**(section.get("train") or {}), **(per_ds.get("train") or {})}, dict(section.get("evaluate") or {})
+
+
+def model_config(spec: RunSpec) -> Any:
+    """The model's Config object for a resolved run."""
+    from .models.base import make_config, model_class
+
+    return make_config(model_class(spec.name, spec.arch), spec.cfg, f"models.{spec.name}")
+
+
+FAMILY_HOOKS = {"kdsr": "modalrec.train.kdsr_hooks"}  # family -> module with training_hooks(spec, params, root)
+
+
+def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path = "data"):
+    """``(lr_schedule, epoch_callback)`` for the trainer: the family's own (KDSR: asynchronous LR of the modality
+    tables and the forgetting probe), ``(None, None)`` for the others. Imported by name, so only a family's runs
+    load (and their DVC stages depend on) its hooks."""
+    module = FAMILY_HOOKS.get(spec.family)
+    if module is None:
+        return None, None
+    import importlib
+
+    return importlib.import_module(module).training_hooks(spec, params, data_root)

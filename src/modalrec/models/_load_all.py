@@ -1,4 +1,5 @@
-"""Import every model module so that each registers itself. Add one line per new model file."""
+"""Import every model module so that each registers itself (for `available_models`: a run imports only its own
+model file, see `base.model_class`)."""
 
 import importlib
 import pkgutil

@@ -8,6 +8,7 @@ representations. Models register by name with a ``Config`` dataclass; their defa
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,22 +115,24 @@ def make_config(cls: type[SeqRecModel], cfg: dict[str, Any], key: str) -> Any:
 
 
 def model_class(name: str, arch: str | None = None) -> type[SeqRecModel]:
-    """The registered class for a params entry ``models.<name>`` (``arch`` defaults to ``name``)."""
-    from . import _load_all  # noqa: F401
+    """The registered class for a params entry ``models.<name>`` (``arch`` defaults to ``name``).
 
+    Imports only the arch's own file, ``models/<arch>.py`` (so a run loads, and its DVC stage depends on, just its
+    model's code); an arch that no file registers is a ParamError listing every registered model."""
     arch = arch or name
+    if arch not in _REGISTRY and isinstance(arch, str) and arch.isidentifier() and not arch.startswith("_"):
+        try:
+            importlib.import_module(f"{__package__}.{arch}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{arch}":
+                raise
     if arch not in _REGISTRY:
-        raise ParamError(f"models.{name}.arch", f"unknown model {arch!r}; available: {sorted(_REGISTRY)}")
+        raise ParamError(f"models.{name}.arch", f"unknown model {arch!r}; available: {available_models()}")
     return _REGISTRY[arch]
 
 
 def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | None = None) -> SeqRecModel:
     """Instantiate a registered model. ``arch`` is the registered class name when ``name`` is a params alias
     (for example ``sasrec_frozen`` uses arch ``sasrec`` with other options)."""
-    from . import _load_all  # noqa: F401
-
-    arch = arch or name
-    if arch not in _REGISTRY:
-        raise ParamError(f"models.{name}.arch", f"unknown model {arch!r}; available: {sorted(_REGISTRY)}")
-    cls = _REGISTRY[arch]
+    cls = model_class(name, arch)
     return cls(make_config(cls, cfg, f"models.{name}"), ctx)

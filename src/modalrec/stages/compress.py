@@ -34,7 +34,9 @@ def run(params: dict, modality: str, dataset: str | None = None, data_root: str 
     if modality not in MODALITIES or modality not in mods:
         raise ParamError("compress.modalities", f"{modality!r} is not one of the compressed modalities {mods}")
     ds = dataset or get(params, "base.dataset")
-    seed = int(get(params, "base.seed"))
+    seed = section.get("seed", 2023)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ParamError("compress.seed", f"must be an integer, got {seed!r}")
     cfg = AEConfig.from_params(section)
     src = Path(data_root) / "features" / ds / f"{modality}.parquet"
     x, has, meta = load_features(src)

@@ -12,6 +12,7 @@ code parity) the test numbers are the per-metric maxima over the training epochs
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from ..models.base import build_model
 from ..params import get
 from ..train import checkpoint as ckpt
 from ..train.trainer import history_metrics
-from .train import Resolved, load_context, resolve, run_dir
+from ..runs import resolve_run
+from .train import load_context, run_dir
 
 
 def eval_config(params: dict[str, Any], overrides: dict[str, Any]) -> EvalConfig:
@@ -40,15 +42,14 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
         progress: bool = True) -> Path:
     from ..data.prepared import load_prepared
 
-    r = resolve(params, model, seed, dataset)
+    r = resolve_run(params, model, seed, dataset)
     mdir = run_dir(models_root, r.dataset, r.name, r.seed)
     cfg_path = mdir / "config.json"
     if not cfg_path.exists():
         raise DataError(f"model {r.name!r} (seed {r.seed}) is not trained", path=cfg_path)
     trained = read_json(cfg_path)
     # rebuild exactly what was trained
-    r = Resolved(r.name, trained["arch"], trained["cfg"], r.train, r.evaluate, r.dataset, r.seed,
-                 int(trained["max_len"]), r.device)
+    r = dataclasses.replace(r, arch=trained["arch"], cfg=trained["cfg"], max_len=int(trained["max_len"]))
     ecfg = eval_config(params, r.evaluate)
     prepared = load_prepared(Path(data_root) / "prepared" / r.dataset)
     ctx, _ = load_context(r, prepared, data_root, models_root)

@@ -1,18 +1,16 @@
-"""Stage `train`: train one model for one seed -> ``models/<ds>/<model>/s<seed>/``.
+"""Stage `train`: train one model of any family for one seed -> ``models/<ds>/<model>/s<seed>/``.
 
-Reads ``base.dataset``, ``base.seeds``, the ``train`` section and ``models.<model>`` (``arch`` + Config fields +
-optional ``train:`` trainer overrides + ``evaluate:`` protocol overrides). Loads only the cached inputs the model
-declares (:meth:`SeqRecModel.required_inputs`). Writes ``best.pt`` (best validation epoch), ``last.pt`` (resume),
+The run is :func:`modalrec.runs.resolve_run` of ``models.<model>`` (the ``train`` section, and the family's
+``kdsr`` / ``odmt`` section folded in); KDSR's asynchronous LR schedule and forgetting probe come from
+:func:`modalrec.runs.training_hooks`. Loads only the cached inputs the model declares
+(:meth:`SeqRecModel.required_inputs`). Writes ``best.pt`` (best validation epoch), ``last.pt`` (resume),
 ``config.json`` (model, options, data provenance, outcome), ``history.json`` and ``dvclive/``.
-
-The KDSR and ODMT stages call :func:`run` too, after folding their sections into ``models.<model>``; KDSR's
-asynchronous LR schedule and per-epoch analysis come in through ``lr_schedule`` / ``epoch_callback``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import importlib
 import hashlib
 import json
 from pathlib import Path
@@ -22,56 +20,14 @@ import numpy as np
 import torch
 
 from ..data.batching import eval_instances, train_windows
-from ..errors import DataError, ParamError
+from ..errors import DataError
 from ..evaluate.protocol import EvalConfig
 from ..io import write_json
 from ..models.base import ModelContext, build_model, make_config, model_class
-from ..params import get
-from ..train.schedules import LRSchedule
-from ..train.trainer import EpochCallback, TrainConfig, Trainer
+from ..runs import RunSpec, resolve_run, training_hooks
+from ..train.trainer import Trainer
 
-ENTRY_KEYS = ("arch", "train", "evaluate")  # keys of models.<name> that are not model Config fields
-TRAIN_KEYS = ("models", "models_frozen", "models_tuned", "max_len", "device")  # train keys that aren't TrainConfig fields
-
-
-@dataclasses.dataclass
-class Resolved:
-    """A params entry ``models.<name>`` split into its parts, with the section defaults applied."""
-
-    name: str
-    arch: str
-    cfg: dict[str, Any]  # model Config fields
-    train: TrainConfig
-    evaluate: dict[str, Any]  # protocol overrides of this model (e.g. ODMT's mask_history)
-    dataset: str
-    seed: int
-    max_len: int
-    device: str
-
-
-def resolve(params: dict[str, Any], model: str, seed: int | None = None, dataset: str | None = None) -> Resolved:
-    models = get(params, "models")
-    if model not in (models or {}):
-        raise ParamError(f"models.{model}", f"no such model in params.yaml; defined: {sorted(models or {})}")
-    entry = copy.deepcopy(models[model] or {})
-    arch = entry.pop("arch", model)
-    train_over = entry.pop("train", None) or {}
-    eval_over = entry.pop("evaluate", None) or {}
-    section = dict(get(params, "train", {}) or {})
-    tcfg = {k: v for k, v in section.items() if k not in TRAIN_KEYS}
-    for k in train_over:
-        if k in TRAIN_KEYS and k != "max_len":
-            raise ParamError(f"models.{model}.train.{k}", "set it in the train section")
-    max_len = int(train_over.pop("max_len", section.get("max_len", 50)))
-    trainer_cfg = TrainConfig.from_params({**tcfg, **train_over}, key="train")
-    seed = int(seed if seed is not None else (get(params, "base.seeds", None) or [get(params, "base.seed", 2023)])[0])
-    device = str(section.get("device", "auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if max_len < 1:
-        raise ParamError("train.max_len", "must be >= 1")
-    return Resolved(model, arch, entry, trainer_cfg, eval_over, dataset or get(params, "base.dataset"), seed,
-                    max_len, device)
+TEACHER_MODULE = "modalrec.teacher.teacher"  # loads the "teacher" input (models/<ds>/teacher/)
 
 
 def run_dir(root: str | Path, dataset: str, model: str, seed: int) -> Path:
@@ -97,7 +53,7 @@ def input_paths(dataset: str, needs: list[str], data_root: str | Path = "data",
     return out
 
 
-def load_context(r: Resolved, prepared: Any, data_root: str | Path = "data",
+def load_context(r: RunSpec, prepared: Any, data_root: str | Path = "data",
                  models_root: str | Path = "models") -> tuple[ModelContext, dict[str, Any]]:
     """Build the :class:`ModelContext` with exactly the inputs the model declares; returns it and their provenance."""
     cls = model_class(r.name, r.arch)
@@ -130,7 +86,7 @@ def load_context(r: Resolved, prepared: Any, data_root: str | Path = "data",
             ctx.tokens[mod] = load_tokens(path)
             prov[need] = {"path": str(path)}
     if "teacher" in paths:
-        from ..teacher.teacher import Teacher
+        Teacher = importlib.import_module(TEACHER_MODULE).Teacher  # by name: only KDSR runs load the teacher's code
 
         if not paths["teacher"].exists():
             raise DataError(f"the teacher of model {r.name!r} is missing (run the distill stage)", path=paths["teacher"])
@@ -139,7 +95,7 @@ def load_context(r: Resolved, prepared: Any, data_root: str | Path = "data",
     return ctx, prov
 
 
-def fingerprint(r: Resolved, prepared: Any) -> str:
+def fingerprint(r: RunSpec, prepared: Any) -> str:
     """Identity of a training run: a resumed run must have the same options and the same data."""
     blob = json.dumps({"arch": r.arch, "cfg": r.cfg, "train": dataclasses.asdict(r.train), "seed": r.seed,
                        "dataset": r.dataset, "max_len": r.max_len, "n_items": prepared.n_items,
@@ -148,18 +104,18 @@ def fingerprint(r: Resolved, prepared: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def validation_protocol(r: Resolved) -> EvalConfig:
+def validation_protocol(r: RunSpec) -> EvalConfig:
     """The protocol of the per-epoch validation: the model's own overrides (masking, aggregation) apply."""
     over = {k: v for k, v in r.evaluate.items() if k in ("ks", "mask_history", "aggregate", "ties", "batch_size")}
     return EvalConfig(**over)
 
 
 def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: str | None = None,
-        lr_schedule: LRSchedule | None = None, epoch_callback: EpochCallback | None = None,
         data_root: str | Path = "data", models_root: str | Path = "models", progress: bool = True) -> Path:
     from ..data.prepared import load_prepared
 
-    r = resolve(params, model, seed, dataset)
+    r = resolve_run(params, model, seed, dataset)
+    lr_schedule, epoch_callback = training_hooks(r, params, data_root)
     prepared = load_prepared(Path(data_root) / "prepared" / r.dataset)
     ctx, prov = load_context(r, prepared, data_root, models_root)
     torch.manual_seed(r.seed)  # model initialisation
