@@ -5,7 +5,7 @@
   (D=8, x=100, 2M sampled pairs): target < 2 minutes and < 2 GB peak RSS for compress (both modalities) + distill.
 - ``100k``: a generated 100,000-item catalogue (250k users): target < 10 minutes and < 4 GB.
 - ``lookup``: the pairs of a training batch, 256 sequences x 50 items = 640k pairs, through the teacher's within-row
-  fast path (``batch_lookup``, what CDL calls) and the generic ``lookup(i, j)``: target < 50 ms.
+  fast path (``batch_lookup``) and the generic ``lookup(i, j)`` (what CDL calls): target < 50 ms.
 
 The features are low-rank plus noise (rank 32), so the autoencoder has structure to find; its run time depends on the
 data only through the number of epochs early stopping allows. Each case runs in a fresh subprocess so its peak RSS

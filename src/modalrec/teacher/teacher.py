@@ -7,8 +7,10 @@ made on the first lookup) and one codebook ``[x, D]`` per modality:
 
 - ``holistic(i, j, m)``: ξ(m̃_i, m̃_j) for LongTensors of item ids of any equal shape;
 - ``codes(i, j, m)``: the nearest codeword of the dissected correlation ``[ξ(m̃_i^(k), m̃_j^(k))]_{k=1..D}``;
-- ``batch_lookup(items, m, b, i, j)``: the same for pairs *within* the rows of ``items [B, U]`` (what CDL asks for),
-  computed with per-row matrix products instead of gathering both vectors of every pair.
+- ``lookup(i, j, m)``: both at once, from one gather of the pairs' m̃ (what CDL asks for,
+  :func:`modalrec.losses.cdl.teacher_lookup`);
+- ``batch_lookup(items, m, b, i, j)``: the same for pairs *within* the rows of ``items [B, U]``, computed with
+  per-row matrix products instead of gathering both vectors of every pair (CDL does not use it).
 
 The codebook is fitted (:func:`fit_teacher`) on a recorded, seeded sample of pairs: ordered pairs of items that
 co-occur in a training sequence (the pairs CDL supervises, diagonal included) plus uniform random pairs; or, for small
