@@ -15,8 +15,9 @@ that the backbone's :meth:`param_groups` names. They live here so they are recor
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -33,18 +34,13 @@ BACKBONES = REPR_BACKBONES + ("mmsr", "kdsr_graph")
 @register_model("kdsr")
 class KDSR(SeqRecModel):
     @dataclass
-    class Config:
+    class Config(CDLConfig):
+        """CDL's options are inherited (:class:`~modalrec.losses.cdl.CDLConfig`: ``modalities``, ``weights``,
+        ``tau``, ``holistic_loss``, ``diagonal``, ``proj_layers``, ``xi``, ``teacher_cache``); KDSR adds the
+        backbone and the asynchronous training of the modality tables."""
+
         backbone: str = "sasrec"  # sasrec | gru4rec | mmsr | kdsr_graph
         backbone_cfg: dict[str, Any] = field(default_factory=dict)
-        # --- CDL (modalrec.losses.cdl.CDLConfig)
-        modalities: list[str] = field(default_factory=lambda: ["image", "text"])
-        weights: dict[str, list[float]] = field(default_factory=lambda: {"image": [1.0, 0.5], "text": [1.0, 0.5]})
-        tau: float = 1.5
-        holistic_loss: str = "soft_match"
-        diagonal: bool = True
-        proj_layers: int = 1
-        xi: str | None = None
-        teacher_cache: int = 4_000_000  # item pairs per modality whose teacher answers are kept; 0 = off
         # --- asynchronous training of the modality tables (applied by the train_kdsr stage)
         async_lr: str = "linear"  # linear (paper) | constant (released code, ε/4) | none (w/o AT)
         async_start: float = 0.1
@@ -134,9 +130,8 @@ def uses_teacher(cfg: KDSR.Config) -> bool:
 
 
 def cdl_config(cfg: KDSR.Config) -> CDLConfig:
-    return CDLConfig(modalities=list(cfg.modalities), weights={m: list(cfg.weights[m]) for m in cfg.weights},
-                     tau=cfg.tau, holistic_loss=cfg.holistic_loss, diagonal=cfg.diagonal,
-                     proj_layers=cfg.proj_layers, xi=cfg.xi, teacher_cache=cfg.teacher_cache)
+    """The CDL options of a KDSR config (its :class:`CDLConfig` fields, copied) as a CDLConfig of their own."""
+    return CDLConfig(**{f.name: copy.deepcopy(getattr(cfg, f.name)) for f in fields(CDLConfig)})
 
 
 def backbone_config(cfg: KDSR.Config, key: str) -> tuple[str, dict[str, Any]]:
