@@ -11,8 +11,6 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-# idle OpenMP threads sleep instead of spinning: small models train 5-10x faster on a busy CPU (docs/training.md)
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install run test test-all bench clean-outputs
 

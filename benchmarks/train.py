@@ -18,13 +18,12 @@ Figures measured on a shared, busy machine are inflated by contention.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads on a busy CPU
-import numpy as np  # noqa: E402
+import modalrec  # noqa: F401  (first: it sets OMP_WAIT_POLICY before torch loads)
+import numpy as np
 import torch
 from torch import nn
 
