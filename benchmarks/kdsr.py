@@ -42,6 +42,7 @@ import torch
 from modalrec.data.batching import train_batches, train_windows
 from modalrec.losses.cdl import sequence_pairs, unique_items
 from modalrec.models import ModelContext, build_model
+from modalrec.teacher.teacher import TeacherConfig, fit_teacher  # the distill stage's API
 from modalrec.train.trainer import deterministic_on_cpu
 
 from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
@@ -51,8 +52,6 @@ MAXLEN = 50
 
 def build_teacher(compressed: dict[str, torch.Tensor], sequences: list[np.ndarray], D: int, x: int, pairs: int,
                   seed: int = 0):
-    from modalrec.teacher.teacher import TeacherConfig, fit_teacher  # the distill stage's API
-
     cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed)
     teacher, _ = fit_teacher(compressed, sequences, cfg, progress=False)
     return teacher
@@ -90,8 +89,9 @@ def main() -> None:
                     "and kdsr_graph (params.yaml compress.dim: 128; kdsr.D must divide it)")
     a = ap.parse_args()
     BATCH, DIM = a.batch, a.mdim
-    if DIM % 8:
-        sys.exit(f"--mdim {DIM}: the teacher's D = 8 parts must divide it")
+    D = TeacherConfig.D  # the kdsr.D default
+    if DIM % D:
+        sys.exit(f"--mdim {DIM}: the teacher's D = {D} parts must divide it")
     if a.threads:
         torch.set_num_threads(a.threads)
     if not BEAUTY.exists():
@@ -106,7 +106,7 @@ def main() -> None:
     for c in comp.values():
         c[0] = 0
     t0 = time.perf_counter()
-    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], 8, a.codes, a.teacher_pairs)
+    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs)
     print(f"Beauty: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
           f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}; "
           f"backbone d = {a.dim}, m~ = {DIM}")

@@ -84,7 +84,7 @@ def child_fit(case: str) -> None:
                  "mse_rel": round(res.summary()["reconstruction_mse_relative"], 4)}
     t_compress = time.perf_counter() - t0
     del feats
-    tcfg = TeacherConfig.from_params(params["kdsr"], seed=2023)
+    tcfg = TeacherConfig.from_params(params["kdsr"])  # seed: kdsr.seed
     t1 = time.perf_counter()
     _, stats = fit_teacher(comp, seqs, tcfg, progress=False)
     t_distill = time.perf_counter() - t1
@@ -99,13 +99,14 @@ def child_fit(case: str) -> None:
 def child_lookup() -> None:
     import torch
 
-    from modalrec.teacher.teacher import Teacher
+    from modalrec.teacher.teacher import Teacher, TeacherConfig
 
     torch.manual_seed(0)
     n = 12101
     comp = {"image": torch.rand(n + 1, 128)}
     comp["image"][0] = 0
-    teacher = Teacher(comp, {"image": torch.rand(100, 8)}, "cos", 8)
+    D = TeacherConfig.D  # the kdsr.D default
+    teacher = Teacher(comp, {"image": torch.rand(100, D)}, "cos", D)
     items = torch.randint(1, n + 1, (256, 50))
     iu, ju = torch.triu_indices(50, 50)
     b = torch.arange(256).repeat_interleave(len(iu))

@@ -27,7 +27,7 @@ def output_dir(dataset: str, models_root: str | Path = "models") -> Path:
 def run(params: dict, dataset: str | None = None, data_root: str | Path = "data", models_root: str | Path = "models",
         progress: bool = True) -> Path:
     ds = dataset or get(params, "base.dataset")
-    cfg = TeacherConfig.from_params(dict(get(params, "kdsr")), seed=int(get(params, "base.seed")))
+    cfg = TeacherConfig.from_params(dict(get(params, "kdsr")))
     mods = list(get(params, "compress.modalities", ["image", "text"]))
     prepared = load_prepared(Path(data_root) / "prepared" / ds)
     compressed, skipped, ae = {}, [], {}

@@ -26,14 +26,29 @@ QUANTIZERS = ("kmeans", "vq")
 
 
 @dataclass
-class QuantizerConfig:
+class QuantizerChoice:
+    """Which codebook: params ``kdsr.codes`` and ``kdsr.quantizer``."""
+
     codes: int = 100             # x: the number of codewords
     quantizer: str = "kmeans"    # kmeans | vq
+
+
+@dataclass
+class QuantizerOptions:
+    """How it is fitted: params ``kdsr.quantizer_options``."""
+
     niter: int = 25              # k-means iterations
     vq_epochs: int = 20          # vq: passes over the sample
     vq_batch: int = 4096
     vq_lr: float = 0.01
     vq_restart_dead: bool = True
+
+
+@dataclass
+class QuantizerConfig(QuantizerOptions, QuantizerChoice):
+    """Everything :func:`fit_codebook` reads. Fields: ``codes, quantizer, niter, vq_epochs, vq_batch, vq_lr,
+    vq_restart_dead`` in that order (a dataclass lists the last base's fields first; the distill stage records
+    them in this order in ``stats.json``)."""
 
     def validate(self, key: str = "kdsr") -> None:
         if self.quantizer not in QUANTIZERS:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,42 +31,46 @@ from torch import Tensor
 
 from ..errors import DataError, ParamError
 from ..io import atomic_path, read_json, write_json
+from ..params import dataclass_from
 from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_split
-from .quantize import QuantizerConfig, assign, fit_codebook, usage_stats
+from .quantize import QuantizerChoice, QuantizerConfig, QuantizerOptions, assign, fit_codebook, usage_stats
 
 EXACT_MAX_PAIRS = 20_000_000
+TEACHER_KEYS = ("seed", "D", "codes", "quantizer", "xi")  # flat keys of the kdsr section the teacher reads
+
+
+@dataclass
+class PairSample:
+    """The pairs the codebook is fitted on: params ``kdsr.pairs``."""
+
+    cooccur: int = 1_000_000     # sampled ordered pairs of items co-occurring in a training sequence
+    random: int = 1_000_000      # sampled uniform random item pairs
+    exact: bool | str = "auto"   # True: all N² pairs; False: the sample; auto: all pairs when N² <= the sample size
 
 
 @dataclass
 class TeacherConfig:
-    D: int = 8                    # parts of the dissected correlation (must divide compress.dim)
-    codes: int = 100              # x codewords (paper 100; released code 50)
-    quantizer: str = "kmeans"     # kmeans (faiss.Kmeans) | vq (trained codebook)
-    xi: str = "cos"               # cos | dot | euclidean | manhattan
-    pairs_cooccur: int = 1_000_000   # sampled ordered pairs of items co-occurring in a training sequence
-    pairs_random: int = 1_000_000    # sampled uniform random item pairs
-    exact: bool | str = "auto"    # True: all N² pairs; False: the sample; auto: all pairs when N² <= the sample size
-    seed: int = 2023
+    D: int = 8                                  # parts of the dissected correlation (must divide compress.dim)
+    codes: int = QuantizerChoice.codes          # x codewords (paper 100; released code 50)
+    quantizer: str = QuantizerChoice.quantizer  # kmeans (faiss.Kmeans) | vq (trained codebook)
+    xi: str = "cos"                             # cos | dot | euclidean | manhattan
+    pairs_cooccur: int = PairSample.cooccur     # kdsr.pairs.cooccur
+    pairs_random: int = PairSample.random       # kdsr.pairs.random
+    exact: bool | str = PairSample.exact        # kdsr.pairs.exact
+    seed: int = 2023                            # the pair sample's and the quantiser's
     quantize: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     @classmethod
-    def from_params(cls, kdsr: dict, seed: int, key: str = "kdsr") -> "TeacherConfig":
-        """From the ``kdsr`` params section: ``D``, ``codes``, ``quantizer``, ``xi``, ``pairs: {cooccur, random,
-        exact}`` and ``quantizer_options: {niter, vq_epochs, vq_batch, vq_lr, vq_restart_dead}``."""
-        pairs = dict(kdsr.get("pairs") or {})
-        extra = sorted(set(pairs) - {"cooccur", "random", "exact"})
-        if extra:
-            raise ParamError(f"{key}.pairs.{extra[0]}", "unknown option; known: cooccur, random, exact")
-        qopts = dict(kdsr.get("quantizer_options") or {})
-        qknown = {f.name for f in fields(QuantizerConfig)} - {"codes", "quantizer"}
-        extra = sorted(set(qopts) - qknown)
-        if extra:
-            raise ParamError(f"{key}.quantizer_options.{extra[0]}", f"unknown option; known: {sorted(qknown)}")
-        cfg = cls(D=kdsr.get("D", 8), codes=kdsr.get("codes", 100), quantizer=kdsr.get("quantizer", "kmeans"),
-                  xi=kdsr.get("xi", "cos"), pairs_cooccur=pairs.get("cooccur", 1_000_000),
-                  pairs_random=pairs.get("random", 1_000_000), exact=pairs.get("exact", "auto"), seed=seed,
-                  quantize=QuantizerConfig(codes=kdsr.get("codes", 100), quantizer=kdsr.get("quantizer", "kmeans"),
-                                           **qopts))
+    def from_params(cls, kdsr: dict, key: str = "kdsr") -> "TeacherConfig":
+        """From the ``kdsr`` params section: ``seed``, ``D``, ``codes``, ``quantizer``, ``xi``, ``pairs: {cooccur,
+        random, exact}`` and ``quantizer_options: {niter, vq_epochs, vq_batch, vq_lr, vq_restart_dead}`` (the
+        section's other keys are the student's). An absent key takes its default; an unknown key of ``pairs`` or
+        ``quantizer_options``, or a value of the wrong type, is a ParamError naming it (``kdsr.pairs.bogus``)."""
+        pairs = dataclass_from(PairSample, kdsr.get("pairs"), f"{key}.pairs")
+        options = dataclass_from(QuantizerOptions, kdsr.get("quantizer_options"), f"{key}.quantizer_options")
+        cfg = dataclass_from(cls, {k: kdsr[k] for k in TEACHER_KEYS if k in kdsr}, key)
+        cfg.pairs_cooccur, cfg.pairs_random, cfg.exact = pairs.cooccur, pairs.random, pairs.exact
+        cfg.quantize = QuantizerConfig(codes=cfg.codes, quantizer=cfg.quantizer, **asdict(options))
         cfg.validate(key)
         return cfg
 
