@@ -16,6 +16,7 @@ import time
 import numpy as np
 import polars as pl
 
+from modalrec.analysis import probes
 from modalrec.data import synthetic as syn
 
 
@@ -77,11 +78,12 @@ def encoder_separation(sample: int = 300, seed: int = 0, k: int = 5, **options) 
     txt = encode_texts_minilm(texts)
     t_txt = time.perf_counter() - t
     title = encode_texts_minilm(items["title"].to_list())
-    return {"knn": {"image": syn.attribute_knn_agreement(img, attrs, k=k),
-                    "text": syn.attribute_knn_agreement(txt, attrs, k=k),
-                    "title_only": syn.attribute_knn_agreement(title, attrs, k=k)},
-            "probe": {"image": syn.attribute_probe_accuracy(img, attrs), "text": syn.attribute_probe_accuracy(txt, attrs),
-                      "title_only": syn.attribute_probe_accuracy(title, attrs)},
+    return {"knn": {"image": probes.attribute_knn_agreement(img, attrs, k=k),
+                    "text": probes.attribute_knn_agreement(txt, attrs, k=k),
+                    "title_only": probes.attribute_knn_agreement(title, attrs, k=k)},
+            "probe": {"image": probes.attribute_probe_accuracy(img, attrs),
+                      "text": probes.attribute_probe_accuracy(txt, attrs),
+                      "title_only": probes.attribute_probe_accuracy(title, attrs)},
             "seconds": {"image": t_img, "text": t_txt, "n": len(idx)}}
 
 
@@ -100,7 +102,7 @@ def gru_check(epochs: int = 30, d: int = 64, seed: int = 0, **options) -> dict[s
     torch.manual_seed(seed)
     inter, items, attrs = syn.generate(return_attributes=True, **options)
     index = {s: i + 1 for i, s in enumerate(attrs["item_orig"].to_list())}
-    seqs = syn._sequences(inter, index)
+    seqs = probes.item_sequences(inter, index)
     N = len(index)
     n_tr = [max(1, int(math.floor(len(q) * 0.8))) for q in seqs]
     img = encode_images_efficientnet_lite0(items["image_bytes"].to_list())
@@ -190,7 +192,7 @@ def main(argv: list[str]) -> int:
     for core in (2, 3, 5):
         print(f"  items with >= {core} interactions (before user re-filtering): {(counts >= core).sum()}")
     t = time.perf_counter()
-    r = syn.learnability_check(inter, attrs)
+    r = probes.learnability_check(inter, attrs)
     print("\n".join(r.lines()) + f"  ({time.perf_counter() - t:.1f}s)")
 
     if not args.skip_encoders:

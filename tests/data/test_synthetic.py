@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from modalrec.analysis import probes
 from modalrec.data import synthetic as syn
 from modalrec.errors import ParamError
 
@@ -135,7 +136,7 @@ def test_user_colour_preference(default):
 
 def test_attribute_predictor_beats_item_predictor(small):
     inter, _, attrs = small
-    r = syn.learnability_check(inter, attrs)
+    r = probes.learnability_check(inter, attrs)
     m = r.metrics
     assert r.n_test > 0 and r.n_test_rare > 0
     assert m["attribute"]["ndcg"] > 1.5 * m["item_bigram"]["ndcg"]

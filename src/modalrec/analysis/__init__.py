@@ -1,1 +1,2 @@
-"""Analyses run during or after training (KDSR modality forgetting)."""
+"""Analyses run during or after training (KDSR modality forgetting) and the synthetic catalogue's learnability
+probes (used by tests and benchmarks only)."""
