@@ -118,7 +118,7 @@ def recommend(model: str = typer.Argument(..., help="a trained model name (model
     def go() -> None:
         from .params import get
         from .runs import default_seed
-        from .report.recommend import run as rec
+        from .recommend import run as rec
 
         p = load_params(params)
         ds = dataset or get(p, "base.dataset")

@@ -11,7 +11,7 @@ import pytest
 
 from modalrec.evaluate.metrics import compute_metrics
 from modalrec.stages.evaluate import per_user_table
-from modalrec.stages.report import train_counts_from_split
+from modalrec.report.popularity import train_counts_from_split
 from modalrec.io import write_json, write_parquet
 
 N_ITEMS = 40
@@ -65,9 +65,12 @@ def write_run(root: Path, ds: str, model: str, seed: int, ranks: np.ndarray, tar
 
 def fixture_params(ds: str = "toy", seeds=(1, 2, 3)) -> dict:
     return {"base": {"dataset": ds, "seeds": list(seeds)},
-            "train": {"models": ["gru4rec", "sasrec"]}, "kdsr": {"models": ["kdsr_sasrec"]},
-            "odmt": {"models": ["odmt", "sasrec_lf"]},
-            "models": {"odmt": {"arch": "odmt"}, "sasrec_lf": {"arch": "sasrec_lf"}},
+            "runs": {"baselines": [{"model": "gru4rec", "code": "gru4rec", "data": "prepared"},
+                                   {"model": "sasrec", "code": "sasrec", "data": "prepared"}],
+                     "kdsr": [{"model": "kdsr_sasrec", "code": "sasrec"}],
+                     "odmt": ["odmt", "sasrec_lf"]},
+            "models": {"kdsr_sasrec": {"arch": "kdsr", "backbone": "sasrec"}, "odmt": {"arch": "odmt"},
+                       "sasrec_lf": {"arch": "odmt", "objective": "late_fusion"}},
             "report": {"popularity": {"groups": 3, "metric": "hr@10"},
                        "sweep": {"param": "kdsr.D", "metric": "test/ndcg@10", "exps": "__none__"}}}
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from modalrec.errors import DataError
-from modalrec.report.aggregate import Run, build_tables, describe_protocol, discover_runs, mean_std
+from modalrec.report.aggregate import Run, build_tables, describe_protocol, mean_std
+from modalrec.report.collect import discover_runs
 
 P_INST = {"ranking": "full", "mask_history": False, "aggregate": "instance", "select_on": "valid"}
 P_USER = {"ranking": "full", "mask_history": True, "aggregate": "user", "select_on": "valid"}

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from modalrec import recommend as R
 from modalrec.data.batching import train_windows
 from modalrec.errors import DataError
 from modalrec.io import write_json, write_parquet
 from modalrec.models.base import ModelContext, build_model
-from modalrec.report import recommend as R
 from modalrec.train.trainer import TrainConfig, Trainer
 
 N = 30

@@ -105,7 +105,7 @@ def test_sweep_and_missing_inputs_are_skipped_with_notes(fixture_runs):
     (fixture_runs / "exps.json").write_text(json.dumps(_exps([(8, 0.30)])))
     params = fixture_params(seeds=(1,))
     params["report"]["sweep"]["exps"] = str(fixture_runs / "exps.json")
-    params["train"]["models"].append("not_run_yet")
+    params["runs"]["baselines"].append({"model": "not_run_yet", "code": "sasrec", "data": "prepared"})
     summary = _run(fixture_runs, params)
     notes = " ".join(summary["notes"]["toy"])
     assert "fewer than two values of kdsr.D" in notes and "not_run_yet" in notes

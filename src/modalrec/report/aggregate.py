@@ -1,7 +1,6 @@
-"""Collect every run's metrics file and aggregate them over seeds.
+"""Aggregate the collected runs (:mod:`modalrec.report.collect`) over seeds into the summary's tables.
 
-A *run* is one (dataset, model, seed): ``reports/<ds>/<model>/s<seed>/metrics.json`` (+ ``per_user.parquet``). The
-report averages runs over seeds (mean ± sample std, ddof=1, as the papers' "average of five runs"), groups models
+The report averages runs over seeds (mean ± sample std, ddof=1, as the papers' "average of five runs"), groups models
 that were evaluated under the same protocol into one table (numbers under different protocols are not comparable:
 ODMT masks the history and averages per user, KDSR does neither), and within a table finds the best baseline and
 the best model per metric and the relative improvement of each proposed model (KDSR, ODMT) over the best baseline.
@@ -13,36 +12,17 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import DataError
+from .collect import Run
 
 # protocol keys that do not change what a number means (they vary per run or only select which ks exist)
 RUN_KEYS = ("seed", "selected_epoch", "ks", "batch_size", "max_len")
 # protocol keys that matter for comparability but are too verbose for the one-line description
 QUIET_KEYS = ("split_params", "candidates")
 METRIC_RE = re.compile(r"^(?:(?P<branch>.+)/)?(?P<name>[a-z_]+)@(?P<k>\d+)$")
-
-
-@dataclass
-class Run:
-    """One evaluated (dataset, model, seed)."""
-
-    dataset: str
-    model: str
-    seed: int
-    dir: Path  # reports/<ds>/<model>/s<seed>
-    protocol: dict[str, Any]
-    test: dict[str, float]  # "hr@10", ..., "<branch>/hr@10"
-    valid: dict[str, float]
-    n_test: int | None = None
-
-    @property
-    def per_user_path(self) -> Path:
-        return self.dir / "per_user.parquet"
 
 
 def protocol_key(protocol: dict[str, Any]) -> tuple:
@@ -67,49 +47,6 @@ def describe_protocol(protocol: dict[str, Any]) -> str:
                    ("ranking", "mask_history", "aggregate", "select_on", "split", "ties", "paper_parity"))
     parts += [f"{k}={json.dumps(p[k], sort_keys=True)}" for k in extra]
     return ", ".join(parts)
-
-
-def _load_metrics(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", path=path, line=e.lineno) from None
-    if not isinstance(obj, dict):
-        raise DataError("expected a JSON object", path=path)
-    if not isinstance(obj.get("test"), dict):
-        raise DataError("has no 'test' metrics object", path=path)
-    for split in ("test", "valid"):
-        for k, v in (obj.get(split) or {}).items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise DataError(f"{split}/{k} is {v!r}, not a number", path=path)
-    return obj
-
-
-def discover_runs(reports_dir: str | Path, datasets: Iterable[str] | None = None,
-                  models: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[Run]:
-    """Every ``<reports_dir>/<ds>/<model>/s<seed>/metrics.json``, sorted by (dataset, model, seed).
-
-    ``datasets``/``models``/``seeds`` restrict the result (None = everything found), so stale outputs of models
-    or seeds no longer in params.yaml do not sneak into the summary.
-    """
-    root = Path(reports_dir)
-    ds_set = None if datasets is None else set(datasets)
-    m_set = None if models is None else set(models)
-    s_set = None if seeds is None else {int(s) for s in seeds}
-    runs: list[Run] = []
-    for path in sorted(root.glob("*/*/s*/metrics.json")):
-        seed_dir, model_dir, ds_dir = path.parent, path.parent.parent, path.parent.parent.parent
-        if not re.fullmatch(r"s-?\d+", seed_dir.name):
-            continue
-        ds, model, seed = ds_dir.name, model_dir.name, int(seed_dir.name[1:])
-        if (ds_set is not None and ds not in ds_set) or (m_set is not None and model not in m_set) \
-                or (s_set is not None and seed not in s_set):
-            continue
-        obj = _load_metrics(path)
-        runs.append(Run(ds, model, seed, seed_dir, dict(obj.get("protocol") or {}),
-                        {k: float(v) for k, v in obj["test"].items()},
-                        {k: float(v) for k, v in (obj.get("valid") or {}).items()}, obj.get("n_test")))
-    return runs
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

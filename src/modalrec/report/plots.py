@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -244,6 +245,11 @@ def plot_sweep(points: Mapping[str, Sequence[tuple[float, float, str]]], param: 
     if points:
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a dataset, model or parameter name (other characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name)
 
 
 def write_tsv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Path:

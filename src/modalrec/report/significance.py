@@ -22,7 +22,8 @@ from scipy import stats
 
 from ..errors import DataError, ParamError
 from ..evaluate.metrics import metric_arrays
-from .aggregate import METRIC_RE, Run
+from .aggregate import METRIC_RE, Table
+from .collect import Run
 
 METHODS = ("ttest", "wilcoxon")
 RANK_COLUMNS = ("rank",)
@@ -147,3 +148,24 @@ def compare(proposed: Sequence[Run], baseline: Sequence[Run], metric: str, aggre
         res = paired_test([pa[s] for s in ok], [pb[s] for s in ok], method)
         units = "seeds"
     return {**res, "units": units, "seeds": common}
+
+
+def annotate_significance(tables: Sequence[Table], runs: Sequence[Run], method: str = "ttest") -> None:
+    """Fill every table's ``significance``: each proposed model against the metric's best baseline (:func:`compare`),
+    per metric row of the table."""
+    cache: dict[Path, pl.DataFrame] = {}
+    for t in tables:
+        agg = str(t.protocol.get("aggregate", "instance"))
+        mine = [r for r in runs if r.dataset == t.dataset]
+        for m in t.proposed:
+            pr = [r for r in mine if r.model == m]
+            for name in t.metrics:
+                bb = t.best_baseline.get(name)
+                if bb is None or name not in t.cells[m]:
+                    continue
+                br = [r for r in mine if r.model == bb]
+                res = compare(pr, br, name, agg, method, cache)
+                if t.protocol.get("select_on") == "test_max" and res.get("units") != "seeds":
+                    res["note"] = ("paper-parity selection: the table shows per-metric maxima over epochs, the test "
+                                   "uses the ranks of the validation-selected checkpoint")
+                t.significance.setdefault(m, {})[name] = {**res, "baseline": bb}

@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..errors import DataError, ParamError
-from ..io import atomic_path, read_json
+from .errors import DataError, ParamError
+from .io import atomic_path, read_json
 
 ID_KINDS = ("original", "internal")
 
@@ -88,11 +88,11 @@ def load_items(prepared_dir: Path) -> np.ndarray:
 def load_trained(model_dir: str | Path, data_root: str | Path = "data", models_root: str | Path | None = None,
                  device: str = "cpu") -> TrainedModel:
     """Rebuild the model of a training run directory ``models/<ds>/<model>/s<seed>/`` from its config and weights."""
-    from ..models.base import build_model
-    from ..stages.report import train_counts_from_split
-    from ..stages.train import Resolved, load_context
-    from ..train import checkpoint as ckpt
-    from ..train.trainer import TrainConfig
+    from .models.base import build_model
+    from .report.popularity import train_counts_from_split
+    from .stages.train import Resolved, load_context
+    from .train import checkpoint as ckpt
+    from .train.trainer import TrainConfig
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
