@@ -107,3 +107,41 @@ def _describe(hint: Any) -> str:
         return str(hint).replace("typing.", "")
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run lists: what `dvc repro` trains and evaluates (read by the train/evaluate matrices, metrics and report)
+# ---------------------------------------------------------------------------------------------------------------
+
+FAMILIES = ("baselines", "kdsr", "odmt")
+
+
+def listed_runs(params: dict[str, Any]) -> dict[str, list[str]]:
+    """``{family: [model names]}`` of ``runs.<family>`` in params.yaml order (a family that is absent is empty)."""
+    section = get(params, "runs", {}) or {}
+    if not isinstance(section, dict):
+        raise ParamError("runs", f"must be a mapping of families {list(FAMILIES)}, got {section!r}")
+    unknown = sorted(set(section) - set(FAMILIES))
+    if unknown:
+        raise ParamError(f"runs.{unknown[0]}", f"unknown family; known: {list(FAMILIES)}")
+    out: dict[str, list[str]] = {}
+    for family in FAMILIES:
+        items = section.get(family) or []
+        if not isinstance(items, list):
+            raise ParamError(f"runs.{family}", f"must be a list of runs, got {items!r}")
+        names = []
+        for i, item in enumerate(items):
+            name = item.get("model") if isinstance(item, dict) else item
+            if not isinstance(name, str):
+                raise ParamError(f"runs.{family}[{i}]", f"must be a model name or {{model: <name>, ...}}, got {item!r}")
+            names.append(name)
+        out[family] = names
+    return out
+
+
+def is_proposed(params: dict[str, Any], model: str) -> bool:
+    """Whether a ``models`` entry is one of the papers' methods (KDSR, or ODMT trained with online distillation and
+    its ablations that keep it) rather than a baseline: the report's default split of its columns."""
+    entry = (get(params, "models", {}) or {}).get(model) or {}
+    arch = entry.get("arch", model)
+    return arch == "kdsr" or (arch == "odmt" and entry.get("objective", "online_distill") == "online_distill")

@@ -90,7 +90,8 @@ def load_trained(model_dir: str | Path, data_root: str | Path = "data", models_r
     """Rebuild the model of a training run directory ``models/<ds>/<model>/s<seed>/`` from its config and weights."""
     from .models.base import build_model
     from .report.popularity import train_counts_from_split
-    from .stages.train import Resolved, load_context
+    from .runs import RunSpec, family_of
+    from .stages.train import load_context
     from .train import checkpoint as ckpt
     from .train.trainer import TrainConfig
 
@@ -115,7 +116,7 @@ def load_trained(model_dir: str | Path, data_root: str | Path = "data", models_r
         counts = np.zeros(n_items + 1, dtype=np.int64)
     counts = np.pad(counts, (0, max(0, n_items + 1 - len(counts))))[: n_items + 1]
     models_root = Path(models_root) if models_root is not None else model_dir.parents[2]
-    r = Resolved(conf["model"], conf["arch"], dict(conf["cfg"]), TrainConfig(monitor=None), {}, ds,
+    r = RunSpec(conf["model"], conf["arch"], family_of(conf["arch"]), dict(conf["cfg"]), TrainConfig(monitor=None), {}, ds,
                  int(conf.get("seed") or 0), int(conf["max_len"]), device)
     ctx, _ = load_context(r, _PreparedShim(n_items, counts), data_root, models_root)
     net = build_model(r.name, r.cfg, ctx, r.arch)

@@ -2,7 +2,7 @@
 
 A *run* is one (dataset, model, seed): ``reports/<ds>/<model>/s<seed>/metrics.json`` (+ ``per_user.parquet``),
 written by any family's evaluate stage. :func:`collect_runs` keeps exactly the runs of the models listed in
-params.yaml ``runs.*`` (:func:`modalrec.runs.listed_runs`) and the seeds in ``base.seeds``, so a stale output of a
+params.yaml ``runs.*`` (:func:`modalrec.params.listed_runs`) and the seeds in ``base.seeds``, so a stale output of a
 model or seed no longer in params.yaml reaches neither ``reports/metrics.json`` nor the summary, and the two agree.
 :func:`flat_metrics` is the layout of ``reports/metrics.json`` (what ``dvc metrics diff`` reads).
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError, ParamError
 from ..params import get
-from ..runs import is_proposed, listed_runs
+from ..params import is_proposed, listed_runs
 
 SPLITS = ("valid", "test")
 
@@ -49,7 +49,7 @@ def reported_models(params: dict[str, Any]) -> list[str]:
 
 
 def proposed_models(params: dict[str, Any], models: Iterable[str] | None = None) -> list[str]:
-    """The papers' methods among ``models`` (default: :func:`reported_models`), by :func:`modalrec.runs.is_proposed`."""
+    """The papers' methods among ``models`` (default: :func:`reported_models`), by :func:`modalrec.params.is_proposed`."""
     return [m for m in (reported_models(params) if models is None else models) if is_proposed(params, m)]
 
 

@@ -16,7 +16,7 @@ class ReportConfig:
     datasets: list[str] | None = None  # None = [base.dataset]
     metrics: list[str] = field(default_factory=lambda: ["hr", "mrr", "ndcg"])
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    proposed: list[str] | None = None  # None = the listed runs that modalrec.runs.is_proposed marks (KDSR, ODMT)
+    proposed: list[str] | None = None  # None = the listed runs that modalrec.params.is_proposed marks (KDSR, ODMT)
     split_protocols: bool = True  # one table per evaluation protocol (else one table per dataset + a warning)
     test: str = "ttest"  # ttest | wilcoxon
     alpha: float = 0.05
