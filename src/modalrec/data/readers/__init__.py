@@ -4,6 +4,8 @@ Contract (``docs/contracts.md``): ``interactions`` has ``user_orig`` str, ``item
 null (unix seconds), ``order`` int64 (the row's position in the original file(s), the stable tie-break) and
 ``rating`` float32 or null; ``items`` has ``item_orig``, text fields (nullable str), ``image_path`` (absolute path or
 null) and ``image_bytes`` (null unless the source embeds images). Readers never filter: the prepare stage does.
+Malformed input, undecodable bytes included, is a :class:`~modalrec.errors.DataError` naming the file and, where it
+can be known, the 1-based line (``_common``: :func:`~._common.decode`, :func:`~._common.parse_error`).
 """
 
 from __future__ import annotations

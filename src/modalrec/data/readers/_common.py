@@ -1,9 +1,16 @@
-"""Helpers every reader shares: the output contract, opening (gzipped) files, line-numbered errors."""
+"""Helpers every reader shares: the output contract, opening (gzipped) files, line-numbered errors.
+
+Undecodable input is a :class:`DataError` naming the file and the 1-based line, never a ``UnicodeDecodeError``:
+readers that decode themselves go through :func:`decode`; those that hand the file to polars turn its parse errors
+into one through :func:`parse_error`, which finds the line polars does not name (``invalid utf-8 sequence``).
+"""
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -38,7 +45,7 @@ def read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
         raise DataError(f"cannot read: {e}", path=path) from None
 
 
@@ -60,13 +67,61 @@ def line_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterable[tuple[int, 
                     return
                 yield first, b"".join(block)
                 first += len(block)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
         raise DataError(f"cannot read: {e}", path=path) from None
 
 
-def lines(path: Path, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:
-    """(1-based line number, line without newline) for every non-blank line."""
-    text = read_bytes(path).decode(encoding, errors="strict" if encoding == "utf-8" else "replace")
+def undecodable(data: bytes, path: Path, first_line: int = 1) -> DataError | None:
+    """The DataError for the first byte of ``data`` (whole lines, the first being line ``first_line`` of ``path``)
+    that is not UTF-8 text, an undecodable byte or a NUL (no text file has one), naming its line and byte column;
+    None when ``data`` is text."""
+    try:
+        data.decode("utf-8")
+        pos = len(data)
+    except UnicodeDecodeError as e:
+        pos = e.start
+    nul = data.find(b"\0", 0, pos)
+    pos = nul if nul >= 0 else pos
+    if pos == len(data):
+        return None
+    start = data.rfind(b"\n", 0, pos) + 1
+    what = ("not text: NUL byte" if nul >= 0 else f"not UTF-8 text: undecodable byte 0x{data[pos]:02x}")
+    return DataError(f"{what} at column {pos - start + 1} (a binary file, or another encoding?)",
+                     path=path, line=first_line + data.count(b"\n", 0, pos))
+
+
+def decode(data: bytes, path: Path, first_line: int = 1) -> str:
+    """``data`` (whole lines of ``path`` from line ``first_line`` on) as UTF-8 text; a byte that is not text is a
+    DataError naming its line (:func:`undecodable`)."""
+    err = undecodable(data, path, first_line)
+    if err is not None:
+        raise err
+    return data.decode("utf-8")
+
+
+def first_undecodable(path: Path) -> DataError | None:
+    """The DataError for the first line of the (gzipped) file that is not UTF-8, streaming it chunk by chunk;
+    None when the whole file decodes."""
+    for first, chunk in line_chunks(path):
+        err = undecodable(chunk, path, first)
+        if err is not None:
+            return err
+    return None
+
+
+_UTF8 = re.compile(r"utf-?8", re.IGNORECASE)
+
+
+def parse_error(path: Path, e: Exception, what: str = "cannot parse") -> DataError:
+    """The DataError for a file polars (or the OS) could not read: ``<what>: <first line of its message>``, or, when
+    polars failed on undecodable bytes, the line and column of the first one (polars names neither)."""
+    err = first_undecodable(path) if _UTF8.search(str(e)) and path.is_file() else None
+    return err or DataError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", path=path)
+
+
+def lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(1-based line number, line without newline) for every non-blank line of a UTF-8 file."""
+    text = decode(read_bytes(path), path)
     for n, line in enumerate(io.StringIO(text), start=1):
         line = line.rstrip("\r\n")
         if line.strip():
@@ -115,4 +170,15 @@ def image_paths(ids: pl.Series, folder: Path | None, pattern: str = "{id}.jpg") 
 def check_columns(df: pl.DataFrame, needed: Iterable[str], path: Path) -> None:
     for c in needed:
         if c not in df.columns:
-            raise DataError(f"missing column (have {df.columns})", path=path, column=c)
+            raise missing_column(path, c, df.columns)
+
+
+def missing_column(path: Path, column: str, have: list[str]) -> DataError:
+    """The DataError for a header without ``column``; when the header line is not text (a binary file polars read
+    anyway), the error says so instead."""
+    try:
+        with open_binary(path) as f:
+            head = f.readline(1 << 20)
+    except (OSError, EOFError, zlib.error):
+        head = b""
+    return undecodable(head, path) or DataError(f"missing column (have {have})", path=path, column=column)

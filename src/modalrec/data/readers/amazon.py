@@ -9,6 +9,8 @@
 Options: ``category`` (the ``<Cat>`` of the file names; default: the only matching file), ``images`` (a folder of
 ``<asin>.jpg``, optional), ``meta`` (false to skip the metadata file). Only the metadata lines of reviewed items are
 parsed (a regex finds the asin first), which makes the multi-GB meta files tractable.
+Reviews must be UTF-8 (an undecodable byte is an error naming its line); in metadata, undecodable bytes of a line
+that still parses are replaced by U+FFFD, and a line that does not parse because of them is reported as such.
 Text fields: ``title``, ``brand``, ``categories`` (paths joined with " > ", paths separated by "; "),
 ``description``.
 """
@@ -25,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from ...errors import DataError
-from ._common import find_file, finish_interactions, finish_items, image_paths, line_chunks
+from ._common import decode, find_file, finish_interactions, finish_items, image_paths, line_chunks, undecodable
 
 REVIEW_SCHEMA = {"reviewerID": pl.String, "asin": pl.String, "overall": pl.Float64, "unixReviewTime": pl.Int64}
 _ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
@@ -50,9 +52,12 @@ def _reviews(path: Path) -> pl.DataFrame:
 
 
 def _find_bad_review(data: bytes, path: Path, first: int = 1) -> None:
-    """Locate the first line that is not a JSON object with reviewerID and asin; always raises."""
+    """Locate the first line that is not UTF-8 text, not a JSON object with reviewerID and asin, or has a value
+    polars cannot read as its REVIEW_SCHEMA type (``"overall": "five"``); always raises."""
     n = first
-    for n, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=first):
+    rows: list[tuple[int, bytes]] = []
+    for n, raw in enumerate(data.split(b"\n"), start=first):
+        line = decode(raw, path, n)
         if not line.strip():
             continue
         try:
@@ -62,7 +67,28 @@ def _find_bad_review(data: bytes, path: Path, first: int = 1) -> None:
         for c in ("reviewerID", "asin"):
             if not isinstance(rec, dict) or not isinstance(rec.get(c), str):
                 raise DataError(f"review lacks {c!r}", path=path, line=n, column=c)
+        rows.append((n, raw))
+    # every line is a review: bisect for the first one polars rejects (with the schema given, lines parse alone)
+    lo, hi = 0, len(rows)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _polars_error(b"\n".join(r for _, r in rows[lo:mid])) is None:
+            lo = mid
+        else:
+            hi = mid
+    msg = _polars_error(rows[lo][1]) if rows else None
+    if msg is not None:
+        raise DataError(f"cannot parse: {msg}", path=path, line=rows[lo][0])
     raise DataError("cannot parse the reviews file", path=path, line=n)
+
+
+def _polars_error(data: bytes) -> str | None:
+    """The first line of polars' error reading ``data`` as reviews, None when it reads."""
+    try:
+        pl.read_ndjson(io.BytesIO(data), schema=REVIEW_SCHEMA, ignore_errors=False)
+    except pl.exceptions.PolarsError as e:
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    return None
 
 
 def _text(v: Any, sep: str = " ") -> str | None:
@@ -86,20 +112,22 @@ def _categories(v: Any) -> str | None:
 
 
 def _stream_lines(path: Path):
-    """(line number, text) of the non-blank lines, streamed (meta files of big categories are several GB)."""
+    """(line number, bytes) of the non-blank lines, streamed (meta files of big categories are several GB)."""
     for first, chunk in line_chunks(path):
         for n, raw in enumerate(chunk.splitlines(), start=first):
             if raw.strip():
-                yield n, raw.decode("utf-8", errors="replace")
+                yield n, raw
 
 
 def _meta(path: Path, wanted: set[str], literal: bool | None) -> pl.DataFrame:
     """Metadata of the ``wanted`` asins; ``literal`` None = JSON, falling back to a Python literal per line."""
     rows = []
-    for n, line in _stream_lines(path):
+    for n, raw in _stream_lines(path):
+        line = raw.decode("utf-8", errors="replace")
         m = _ASIN.search(line)
         if m is None:
-            raise DataError("metadata line without an asin", path=path, line=n, column="asin")
+            raise (undecodable(raw, path, n)
+                   or DataError("metadata line without an asin", path=path, line=n, column="asin"))
         if m.group(1) not in wanted:
             continue
         try:
@@ -112,9 +140,12 @@ def _meta(path: Path, wanted: set[str], literal: bool | None) -> pl.DataFrame:
                 rec = ast.literal_eval(line) if literal else json.loads(line)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
             kind = "Python literal" if literal or literal is None else "JSON"
-            raise DataError(f"malformed {kind}: {e}".splitlines()[0], path=path, line=n) from None
+            raise (undecodable(raw, path, n)
+                   or DataError(f"malformed {kind}: {e}".splitlines()[0], path=path, line=n)) from None
         if not isinstance(rec, dict):
             raise DataError("metadata line is not a record", path=path, line=n)
+        if "asin" not in rec:  # the regex matched an asin inside a nested field
+            raise DataError("metadata record without an asin", path=path, line=n, column="asin")
         rows.append((rec["asin"], _text(rec.get("title")), _text(rec.get("brand")),
                      _categories(rec.get("categories", rec.get("category"))), _text(rec.get("description"))))
     return pl.DataFrame(rows, schema={"item_orig": pl.String, "title": pl.String, "brand": pl.String,

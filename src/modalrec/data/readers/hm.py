@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from ...errors import DataError, ParamError
-from ._common import check_columns, finish_interactions, finish_items, image_paths
+from ._common import check_columns, finish_interactions, finish_items, image_paths, missing_column, parse_error
 
 
 def read_hm(path: Path, images: str | None = "auto", since: str | None = None):
@@ -29,10 +29,10 @@ def read_hm(path: Path, images: str | None = "auto", since: str | None = None):
         lf = pl.scan_csv(tfile, infer_schema=False)
         names = lf.collect_schema().names()
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=tfile) from None
+        raise parse_error(tfile, e) from None
     for c in ("t_dat", "customer_id", "article_id"):
         if c not in names:
-            raise DataError(f"missing column (have {names})", path=tfile, column=c)
+            raise missing_column(tfile, c, names)
     lf = lf.select("t_dat", "customer_id", "article_id").with_row_index("order")
     lf = lf.with_columns(pl.col("t_dat").str.to_date("%Y-%m-%d", strict=False).alias("day"),
                          pl.col("article_id").str.strip_chars().str.zfill(10).alias("item_orig"))
@@ -45,7 +45,7 @@ def read_hm(path: Path, images: str | None = "auto", since: str | None = None):
     try:
         df = lf.collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=tfile) from None
+        raise parse_error(tfile, e) from None
     bad = df["day"].is_null() | ~df["item_orig"].str.contains(r"^\d{10}$") | df["customer_id"].is_null()
     if bad.any():
         i = int(bad.arg_max())
@@ -57,7 +57,7 @@ def read_hm(path: Path, images: str | None = "auto", since: str | None = None):
     try:
         arts = pl.read_csv(afile, infer_schema=False)
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=afile) from None
+        raise parse_error(afile, e) from None
     check_columns(arts, ["article_id", "prod_name"], afile)
     col = lambda c: pl.col(c) if c in arts.columns else pl.lit(None, dtype=pl.String)  # noqa: E731
     items = arts.select(

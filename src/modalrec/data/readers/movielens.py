@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from ...errors import DataError
-from ._common import finish_interactions, finish_items, image_paths, read_bytes
+from ._common import finish_interactions, finish_items, image_paths, parse_error, read_bytes
 
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -41,7 +41,7 @@ def _ratings(data: bytes, path: Path, sep: str) -> pl.DataFrame:
         df = pl.read_csv(io.BytesIO(data), separator="\t", has_header=False, infer_schema=False, quote_char=None,
                          truncate_ragged_lines=False)
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"malformed ratings file: {str(e).splitlines()[0]}", path=path) from None
+        raise parse_error(path, e, "malformed ratings file") from None
     if df.width != 4:
         raise DataError(f"expected 4 fields per line ({sep!r}-separated), found {df.width}", path=path, line=1)
     df.columns = cols
@@ -70,7 +70,7 @@ def _plots(path: Path, plots: str | None) -> pl.DataFrame | None:
     try:
         df = pl.read_csv(f, infer_schema=False)
     except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=f) from None
+        raise parse_error(f, e) from None
     col = next((c for c in ("overview", "plot", "description") if c in df.columns), None)
     if "movie_id" not in df.columns or col is None:
         raise DataError("needs columns movie_id and overview (or plot)", path=f, column="movie_id" if col else "overview")
@@ -107,6 +107,8 @@ def read_ml100k(path: Path, plots: str | None = "auto", posters: str | None = "a
                             path=uitem, line=n)
         genres = ", ".join(g for g, flag in zip(ML100K_GENRES, f[5:]) if flag.strip() == "1")
         rows.append((f[0].strip(), f[1], genres))
+    if not rows:
+        raise DataError("no movies in file", path=uitem)
     items = pl.DataFrame(rows, schema=["item_orig", "title", "categories"], orient="row")
     return _finish(path, ratings, items, plots, posters)
 
@@ -123,5 +125,7 @@ def read_ml1m(path: Path, plots: str | None = "auto", posters: str | None = "aut
         if len(f) != 3 or not f[0].strip().isdigit():
             raise DataError("expected MovieID::Title::Genres", path=mfile, line=n)
         rows.append((f[0].strip(), f[1], f[2].replace("|", ", ")))
+    if not rows:
+        raise DataError("no movies in file", path=mfile)
     items = pl.DataFrame(rows, schema=["item_orig", "title", "categories"], orient="row")
     return _finish(path, ratings, items, plots, posters)

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from ...errors import DataError
-from ._common import finish_interactions, finish_items, find_file, image_paths
+from ._common import finish_interactions, finish_items, find_file, image_paths, parse_error
 
 
 def read_atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
@@ -21,7 +21,7 @@ def read_atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     try:
         df = pl.read_csv(path, separator="\t", infer_schema=False, quote_char=None)
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=path) from None
+        raise parse_error(path, e) from None
     types = {}
     for c in df.columns:
         if ":" not in c:

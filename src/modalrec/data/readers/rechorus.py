@@ -14,14 +14,14 @@ from pathlib import Path
 import polars as pl
 
 from ...errors import DataError
-from ._common import check_columns, finish_interactions, finish_items, find_file
+from ._common import check_columns, finish_interactions, finish_items, find_file, parse_error
 
 
 def _read_tsv(path: Path, columns: list[str], **kw) -> pl.DataFrame:
     try:
         df = pl.read_csv(path, separator="\t", infer_schema=False, quote_char=None, **kw)
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise DataError(f"cannot parse: {e}".splitlines()[0], path=path) from None
+        raise parse_error(path, e) from None
     check_columns(df, columns, path)
     return df
 

@@ -15,14 +15,17 @@ from pathlib import Path
 import polars as pl
 
 from ...errors import DataError
-from ._common import finish_interactions, finish_items, find_file
+from ._common import finish_interactions, finish_items, find_file, parse_error
 from .recbole import read_atomic
 
 
 def _index_map(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
-    df = pl.read_csv(path, separator="\t", has_header=False, infer_schema=False, quote_char=None)
+    try:
+        df = pl.read_csv(path, separator="\t", has_header=False, infer_schema=False, quote_char=None)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise parse_error(path, e) from None
     if df.width != 2:
         raise DataError("expected '<original id>\\t<index>' lines", path=path, line=1)
     return dict(zip(df[:, 1].to_list(), df[:, 0].to_list()))

@@ -16,13 +16,13 @@ import numpy as np
 import polars as pl
 
 from ...errors import DataError
-from ._common import find_file, finish_interactions, finish_items, image_paths, read_bytes
+from ._common import decode, find_file, finish_interactions, finish_items, image_paths, read_bytes
 
 
 def read_user_sequence(path: Path, sep: str | None = None, meta: str | None = None,
                        images: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     path = find_file(path, "user_sequence.txt")
-    text = read_bytes(path).decode("utf-8", errors="strict") if path else ""
+    text = decode(read_bytes(path), path) if path else ""  # undecodable bytes: a DataError naming the line
     users: list[str] = []
     counts: list[int] = []
     items: list[str] = []
