@@ -34,7 +34,7 @@ class ParamError(ModalrecError):
     """A bad parameter value: names the dotted parameter key (for example ``kdsr.D``)."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"parameter {key}: {message}")
 
 

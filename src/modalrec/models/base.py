@@ -135,4 +135,11 @@ def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | N
     """Instantiate a registered model. ``arch`` is the registered class name when ``name`` is a params alias
     (for example ``sasrec_frozen`` uses arch ``sasrec`` with other options)."""
     cls = model_class(name, arch)
-    return cls(make_config(cls, cfg, f"models.{name}"), ctx)
+    config = make_config(cls, cfg, f"models.{name}")
+    try:
+        return cls(config, ctx)
+    except ParamError as e:  # a model names its options models.<arch>.<field>; an alias's error names the alias
+        own = f"models.{cls.registry_name}"
+        if name == cls.registry_name or not (e.key == own or e.key.startswith(own + ".")):
+            raise
+        raise ParamError(f"models.{name}" + e.key[len(own):], e.message) from None
