@@ -45,3 +45,27 @@ def test_failed_block_leaves_previous_output_and_no_temp(tmp_path):
             raise RuntimeError("boom")
     assert read_json(out) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_text_and_json_readers_name_the_file_and_line(tmp_path):
+    from modalrec.errors import DataError
+    from modalrec.io import read_json, read_text
+    from modalrec.params import load_params
+
+    binary = tmp_path / "b.json"
+    binary.write_bytes(b'{"a": 1,\n "b": "\xff"}\n')
+    with pytest.raises(DataError, match=r"b\.json:2: not UTF-8 text"):
+        read_text(binary)
+    with pytest.raises(DataError, match=r"b\.json:2: not UTF-8 text"):
+        read_json(binary)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1,\n "b": }\n')
+    with pytest.raises(DataError, match=r"bad\.json:2: not valid JSON"):
+        read_json(bad)
+    yml = tmp_path / "params.yaml"
+    yml.write_text("base:\n  dataset: x\n  seeds: [1\n")
+    with pytest.raises(DataError, match=r"params\.yaml:\d+: not valid YAML"):
+        load_params(yml)
+    yml.write_bytes(b"base: {dataset: \xfe}\n")
+    with pytest.raises(DataError, match=r"params\.yaml:1: not UTF-8 text"):
+        load_params(yml)

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
+
 META_KEY = b"modalrec"
 
 
@@ -96,8 +98,52 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; a byte that is not text is a DataError naming its line and column."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except OSError as e:
+        raise DataError(f"cannot read: {e}", path=path) from None
+    return decode(data, path)
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file; undecodable bytes or invalid JSON are a DataError naming the file and line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
+
+
+def undecodable(data: bytes, path: Path, first_line: int = 1) -> DataError | None:
+    """The DataError for the first byte of ``data`` (whole lines, the first being line ``first_line`` of ``path``)
+    that is not UTF-8 text, an undecodable byte or a NUL (no text file has one), naming its line and byte column;
+    None when ``data`` is text."""
+    try:
+        data.decode("utf-8")
+        pos = len(data)
+    except UnicodeDecodeError as e:
+        pos = e.start
+    nul = data.find(b"\0", 0, pos)
+    pos = nul if nul >= 0 else pos
+    if pos == len(data):
+        return None
+    start = data.rfind(b"\n", 0, pos) + 1
+    what = ("not text: NUL byte" if nul >= 0 else f"not UTF-8 text: undecodable byte 0x{data[pos]:02x}")
+    return DataError(f"{what} at column {pos - start + 1} (a binary file, or another encoding?)",
+                     path=path, line=first_line + data.count(b"\n", 0, pos))
+
+
+def decode(data: bytes, path: Path, first_line: int = 1) -> str:
+    """``data`` (whole lines of ``path`` from line ``first_line`` on) as UTF-8 text; a byte that is not text is a
+    DataError naming its line (:func:`undecodable`)."""
+    err = undecodable(data, path, first_line)
+    if err is not None:
+        raise err
+    return data.decode("utf-8")
 
 
 def _json_default(o: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import ParamError
+from .errors import DataError, ParamError
 
 T = TypeVar("T")
 
@@ -19,8 +19,17 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ParamError(str(path), "params file not found")
-    with path.open() as f:
-        return yaml.safe_load(f) or {}
+    from .io import read_text
+
+    try:
+        params = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(f"not valid YAML: {getattr(e, 'problem', None) or e}", path=path,
+                        line=mark.line + 1 if mark is not None else None) from None
+    if not isinstance(params, dict):
+        raise DataError(f"must be a mapping of sections, got {type(params).__name__}", path=path)
+    return params
 
 
 def get(params: dict[str, Any], dotted: str, default: Any = ...) -> Any:

@@ -29,7 +29,7 @@ import polars as pl
 import torch
 
 from .errors import DataError, ParamError
-from .io import atomic_path, read_json
+from .io import atomic_path, read_json, read_text
 
 ID_KINDS = ("original", "internal")
 
@@ -139,37 +139,36 @@ def read_requests(path: str | Path, trained: TrainedModel, ids: str = "original"
         raise DataError("histories file not found", path=path)
     lookup = trained.orig_to_internal() if ids == "original" else None
     out = []
-    with path.open() as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON: {e.msg}", path=path, line=n) from None
-            if isinstance(obj, list):
-                obj = {"history": obj}
-            if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):
-                raise DataError('expected a list of items or {"history": [...]}', path=path, line=n)
-            k = obj.get("k")
-            if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-                raise DataError(f"k must be a positive integer, got {k!r}", path=path, line=n)
-            hist, dropped = [], []
-            for it in obj["history"]:
-                if lookup is not None:
-                    i = lookup.get(str(it))
-                    if i is None:
-                        dropped.append(it)
-                    else:
-                        hist.append(i)
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON: {e.msg}", path=path, line=n) from None
+        if isinstance(obj, list):
+            obj = {"history": obj}
+        if not isinstance(obj, dict) or not isinstance(obj.get("history"), list):
+            raise DataError('expected a list of items or {"history": [...]}', path=path, line=n)
+        k = obj.get("k")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise DataError(f"k must be a positive integer, got {k!r}", path=path, line=n)
+        hist, dropped = [], []
+        for it in obj["history"]:
+            if lookup is not None:
+                i = lookup.get(str(it))
+                if i is None:
+                    dropped.append(it)
                 else:
-                    if not isinstance(it, int) or isinstance(it, bool) or not 1 <= it <= trained.n_items:
-                        raise DataError(f"internal item id {it!r} is not in 1..{trained.n_items}", path=path, line=n)
-                    hist.append(it)
-            if not hist:
-                raise DataError("no known item in this history" + (f" (unknown: {dropped[:5]})" if dropped else ""),
-                                path=path, line=n)
-            out.append(Request(obj.get("id", n), hist, k, dropped))
+                    hist.append(i)
+            else:
+                if not isinstance(it, int) or isinstance(it, bool) or not 1 <= it <= trained.n_items:
+                    raise DataError(f"internal item id {it!r} is not in 1..{trained.n_items}", path=path, line=n)
+                hist.append(it)
+        if not hist:
+            raise DataError("no known item in this history" + (f" (unknown: {dropped[:5]})" if dropped else ""),
+                            path=path, line=n)
+        out.append(Request(obj.get("id", n), hist, k, dropped))
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, ParamError
+from ..io import read_text
 from .registry import Encoder, EncoderConfig, register_family
 
 
@@ -77,7 +78,7 @@ def build(cfg: EncoderConfig, kind: str, key: str) -> Encoder:
             ids_path = Path(cfg.ids).expanduser()
             if not ids_path.is_file():
                 raise ParamError(f"{key}.ids", f"{ids_path} does not exist")
-            ids = [ln.strip() for ln in ids_path.read_text().splitlines() if ln.strip()]
+            ids = [ln.strip() for ln in read_text(ids_path).splitlines() if ln.strip()]
             if len(ids) != len(arr):
                 raise DataError(f"{len(ids)} ids for {len(arr)} rows of {path.name}", path=ids_path)
         else:

@@ -9,7 +9,6 @@ model or seed no longer in params.yaml reaches neither ``reports/metrics.json`` 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import DataError, ParamError
-from ..params import get
-from ..params import is_proposed, listed_runs
+from ..io import read_json
+from ..params import get, is_proposed, listed_runs
 
 SPLITS = ("valid", "test")
 
@@ -65,10 +64,7 @@ def reported_seeds(params: dict[str, Any]) -> list[int]:
 
 def load_metrics(path: Path) -> dict[str, Any]:
     """One ``metrics.json``: a JSON object with a ``test`` object (and optionally ``valid``) of numbers."""
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", path=path, line=e.lineno) from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise DataError("expected a JSON object", path=path)
     if not isinstance(obj.get("test"), dict):

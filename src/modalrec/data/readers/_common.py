@@ -17,6 +17,7 @@ from typing import Iterable
 import polars as pl
 
 from ...errors import DataError
+from ...io import decode, undecodable  # noqa: F401  (re-exported for the readers)
 
 INTERACTION_SCHEMA = {"user_orig": pl.String, "item_orig": pl.String, "timestamp": pl.Int64, "order": pl.Int64,
                       "rating": pl.Float32}
@@ -69,34 +70,6 @@ def line_chunks(path: Path, chunk_bytes: int = 64 << 20) -> Iterable[tuple[int, 
                 first += len(block)
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz
         raise DataError(f"cannot read: {e}", path=path) from None
-
-
-def undecodable(data: bytes, path: Path, first_line: int = 1) -> DataError | None:
-    """The DataError for the first byte of ``data`` (whole lines, the first being line ``first_line`` of ``path``)
-    that is not UTF-8 text, an undecodable byte or a NUL (no text file has one), naming its line and byte column;
-    None when ``data`` is text."""
-    try:
-        data.decode("utf-8")
-        pos = len(data)
-    except UnicodeDecodeError as e:
-        pos = e.start
-    nul = data.find(b"\0", 0, pos)
-    pos = nul if nul >= 0 else pos
-    if pos == len(data):
-        return None
-    start = data.rfind(b"\n", 0, pos) + 1
-    what = ("not text: NUL byte" if nul >= 0 else f"not UTF-8 text: undecodable byte 0x{data[pos]:02x}")
-    return DataError(f"{what} at column {pos - start + 1} (a binary file, or another encoding?)",
-                     path=path, line=first_line + data.count(b"\n", 0, pos))
-
-
-def decode(data: bytes, path: Path, first_line: int = 1) -> str:
-    """``data`` (whole lines of ``path`` from line ``first_line`` on) as UTF-8 text; a byte that is not text is a
-    DataError naming its line (:func:`undecodable`)."""
-    err = undecodable(data, path, first_line)
-    if err is not None:
-        raise err
-    return data.decode("utf-8")
 
 
 def first_undecodable(path: Path) -> DataError | None:
