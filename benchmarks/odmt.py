@@ -33,7 +33,7 @@ from modalrec.data.batching import TrainWindows, train_batches  # noqa: E402
 from modalrec.encode.cache import TokenWriter, load_tokens  # noqa: E402
 from modalrec.models import ModelContext, build_model  # noqa: E402
 from modalrec.params import load_params  # noqa: E402
-from modalrec.stages.train_odmt import resolve  # noqa: E402
+from modalrec.runs import resolve_run  # noqa: E402
 from modalrec.train.trainer import deterministic_on_cpu  # noqa: E402
 
 
@@ -116,19 +116,17 @@ def main() -> None:
           "(shared machines inflate these timings)")
     with deterministic_on_cpu(device):  # the kernels the trainer uses on CPU (it times what training runs)
         for name in a.models:
-            entry = resolve(params, name, "synthetic")["models"][name]
-            train_cfg = entry.pop("train")
-            entry.pop("evaluate", None)
-            arch = entry.pop("arch", name)
+            spec = resolve_run(params, name, dataset="synthetic")  # the odmt section folded in, as training does
+            train_cfg = spec.train
             torch.manual_seed(0)
-            model = build_model(name, entry, ctx, arch=arch)
-            opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+            model = build_model(name, spec.cfg, ctx, arch=spec.arch)
+            opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
             scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             model.train()
             model.on_epoch_start(1)
-            it = train_batches(wins, int(train_cfg["batch_size"]), 0, 1)
+            it = train_batches(wins, int(train_cfg.batch_size), 0, 1)
             seqs, t_train = 0, 0.0
             for step, batch in zip(range(a.steps + 1), it):
                 batch = batch.to(device)
@@ -162,7 +160,7 @@ def main() -> None:
                 t_score = time.perf_counter() - t0
             mem = proc_mem_mb()
             gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
-            print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg['batch_size']} users/step, "
+            print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg.batch_size} users/step, "
                   f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring "
                   f"{1024 / t_score:7.0f} users/s | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
                   f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")

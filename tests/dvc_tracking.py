@@ -1,7 +1,10 @@
 """DVC's own view of the repository's pipeline, for tests of "what does `dvc exp run -S <key>=<value>` re-run"
 without running anything: copies of dvc.yaml and params.yaml in a fresh DVC project, every stage's parameter values
 recorded as ``dvc.lock`` would, then (after an edit of the params) the stages whose parameters changed and, through
-the stage graph, every stage downstream of them (what ``dvc repro`` re-runs, since their inputs change)."""
+the stage graph, every stage downstream of them (what ``dvc repro`` re-runs, since their inputs change).
+
+:func:`run_stages` names the train/evaluate stage instances of a family's runs (``runs.<family>`` x ``base.seeds``)
+as dvc.yaml's matrices expand them."""
 
 from __future__ import annotations
 
@@ -15,6 +18,30 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from modalrec.params import load_params
+
+
+# dvc.yaml's train / evaluate matrices, one pair per family of ``runs``
+FAMILY_STAGES = {"baselines": ("train", "evaluate"), "kdsr": ("train_kdsr", "evaluate_kdsr"),
+                 "odmt": ("train_odmt", "evaluate_odmt")}
+
+
+def run_stages(params: dict[str, Any], family: str, models=None, stages=None) -> set[str]:
+    """DVC's names of the train/evaluate instances of ``runs.<family>`` for every seed of ``base.seeds`` (only those
+    of ``models`` when given; only the stages ``stages`` when given). A matrix over ``{model: ...}`` items names an
+    instance ``run<i>-<seed>`` (i = the item's index in ``runs.<family>``), one over plain names ``<model>-<seed>``."""
+    items = params["runs"][family]
+    out = set()
+    for i, item in enumerate(items):
+        name = item["model"] if isinstance(item, dict) else item
+        if models is not None and name not in models:
+            continue
+        key = f"run{i}" if isinstance(item, dict) else name
+        out |= {f"{stage}@{key}-{s}" for stage in (stages or FAMILY_STAGES[family]) for s in params["base"]["seeds"]}
+    if models is not None:
+        listed = {item["model"] if isinstance(item, dict) else item for item in items}
+        missing = sorted(set(models) - listed)
+        assert not missing, f"not in runs.{family}: {missing}"
+    return out
 
 
 @dataclass

@@ -21,12 +21,15 @@ def _seq_file(d: Path) -> Path:
     return f
 
 
-def test_pipeline_script_bad_input(tmp_path):
+@pytest.mark.parametrize("command", [[str(ROOT / "pipeline" / "prepare.py")], ["-m", "modalrec.cli", "prepare"]],
+                         ids=["pipeline-script", "modalrec-cli"])
+def test_pipeline_script_bad_input(tmp_path, command):
+    """The DVC stage's script and `modalrec prepare` are one path (the script hands its arguments to the CLI)."""
     bad = tmp_path / "user_sequence.txt"
     bad.write_text("u1 a b\nlonely\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
         {"base": {"dataset": "toy"}, "datasets": {"toy": {"format": "user_sequence", "path": str(bad)}}}))
-    r = subprocess.run([sys.executable, str(ROOT / "pipeline" / "prepare.py")], cwd=tmp_path, env=ENV,
+    r = subprocess.run([sys.executable, *command], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "user_sequence.txt:2" in r.stderr and not (tmp_path / "data").exists()

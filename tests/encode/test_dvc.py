@@ -1,5 +1,6 @@
-"""DVC integration in a throw-away project: a second `dvc repro` skips both encode stages, and changing the text
-encoder's params re-runs only the text stage (the image cache is untouched)."""
+"""DVC integration in a throw-away project with the repository's encode stage: a second `dvc repro` skips both
+encode@image and encode@text, and changing the text encoder's params re-runs only encode@text (the image cache is
+untouched)."""
 
 import os
 import subprocess
@@ -29,17 +30,20 @@ def test_repro_skips_unchanged_and_isolates_modalities(tmp_path, items_table, ti
         "image": {"family": "hf_vision", "weights": str(tiny_vision_models["vit"])},
         "text": {"family": "hf_text", "weights": str(tiny_text_models["bert"]), "template": "{title}. {description}"}}}
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
-    stages = {}
-    for m in ("image", "text"):
-        stages[f"encode_{m}"] = {
-            "cmd": f"{sys.executable} {ROOT / 'pipeline' / 'encode.py'} --modality {m}",
-            "deps": ["data/prepared/${base.dataset}/items.parquet"],
-            "params": ["base.dataset", f"encode.{m}"],
-            "outs": [f"data/features/${{base.dataset}}/{m}.parquet"]}
-    (proj / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    # the repository's encode stage (foreach over the encode.* caches), for the image and text caches only
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["encode"]
+    body = dict(stage["do"])
+    assert body["cmd"].startswith("python pipeline/encode.py ")
+    body["cmd"] = body["cmd"].replace("python pipeline/encode.py",
+                                      f"{sys.executable} {ROOT / 'pipeline' / 'encode.py'}")
+    body["deps"] = [d for d in body["deps"] if not d.startswith(("src/", "pipeline/"))]  # the code lives elsewhere
+    assert body["deps"] == ["data/prepared/${base.dataset}/items.parquet"]
+    foreach = {k: v for k, v in stage["foreach"].items() if k in ("image", "text")}
+    assert foreach == {"image": "image.parquet", "text": "text.parquet"}
+    (proj / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"encode": {"foreach": foreach, "do": body}}}))
     dvc(proj, "init", "--no-scm", "-q")
     out = dvc(proj, "repro")
-    assert "Running stage 'encode_image'" in out and "Running stage 'encode_text'" in out
+    assert "Running stage 'encode@image'" in out and "Running stage 'encode@text'" in out
     img, txt = proj / "data/features/toy/image.parquet", proj / "data/features/toy/text.parquet"
     t_img, t_txt = img.stat().st_mtime_ns, txt.stat().st_mtime_ns
 
@@ -50,5 +54,5 @@ def test_repro_skips_unchanged_and_isolates_modalities(tmp_path, items_table, ti
     params["encode"]["text"]["template"] = "{title}"
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(proj, "repro")
-    assert "Running stage 'encode_text'" in out and "Running stage 'encode_image'" not in out
+    assert "Running stage 'encode@text'" in out and "Running stage 'encode@image'" not in out
     assert img.stat().st_mtime_ns == t_img and txt.stat().st_mtime_ns != t_txt

@@ -6,10 +6,9 @@ or the baselines."""
 from __future__ import annotations
 
 import pytest
+from dvc_tracking import run_stages
 
-
-UPSTREAM_OR_BASELINES = ("prepare", "encode_", "compress", "train@", "evaluate@", "train_frozen@", "evaluate_frozen@",
-                         "train_tuned@", "evaluate_tuned@", "train_odmt@", "evaluate_odmt@")
+UPSTREAM_OR_BASELINES = ("prepare", "encode@", "compress", "train@", "evaluate@", "train_odmt@", "evaluate_odmt@")
 
 
 @pytest.fixture
@@ -18,8 +17,13 @@ def dvc(dvc_pipeline):
 
 
 def kdsr_stages(params: dict) -> set[str]:
-    return {f"{stage}@{m}-{s}" for stage in ("train_kdsr", "evaluate_kdsr")
-            for m in params["kdsr"]["models"] for s in params["base"]["seeds"]}
+    return run_stages(params, "kdsr")
+
+
+def tuned_baselines(params: dict) -> list[str]:
+    """The baselines of runs.baselines that train on the compress stage's m~ tables (item_repr: tuned)."""
+    return [r["model"] for r in params["runs"]["baselines"]
+            if (params["models"][r["model"]] or {}).get("item_repr") == "tuned"]
 
 
 def test_teacher_keys_rerun_distill_and_the_kdsr_family_only(dvc):
@@ -41,7 +45,11 @@ def test_student_keys_rerun_the_kdsr_family_not_the_teacher(dvc):
 
 
 def test_compress_reruns_the_tuned_baseline_and_kdsr_but_not_encode_or_the_id_baselines(dvc):
+    params = dvc.params
     out = dvc.reruns(lambda p: p["compress"].update(lr=5e-4))
-    assert "distill" in out and kdsr_stages(dvc.params) <= out
-    assert {s for s in out if s.startswith("compress")} and {s for s in out if s.startswith("train_tuned@")}
-    assert not [s for s in out if s.startswith(("prepare", "encode_", "train@", "train_frozen@", "train_odmt@"))]
+    assert "distill" in out and kdsr_stages(params) <= out
+    tuned = tuned_baselines(params)
+    assert tuned and {s for s in out if s.startswith("compress")} and run_stages(params, "baselines", tuned) <= out
+    others = [r["model"] for r in params["runs"]["baselines"] if r["model"] not in tuned]  # ID and frozen baselines
+    assert others and not run_stages(params, "baselines", others) & out
+    assert not [s for s in out if s.startswith(("prepare", "encode@", "train_odmt@"))]

@@ -12,7 +12,7 @@ from modalrec.errors import ParamError
 from modalrec.evaluate.protocol import EvalConfig
 from modalrec.models import ModelContext, build_model
 from modalrec.params import load_params
-from modalrec.stages.train_kdsr import ENTRY_ONLY, lr_schedule, resolve
+from modalrec.runs import ENTRY_KEYS, FAMILY_ARCHS, resolve_run, training_hooks
 from modalrec.train.trainer import TrainConfig, Trainer
 
 from .helpers import random_teacher
@@ -25,47 +25,72 @@ KDSR_FAMILY = ["kdsr_sasrec", "kdsr_gru4rec", "kdsr_mmsr", "kdsr_graph_cdl", "kd
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(ROOT / "params.yaml")
+    p = load_params(ROOT / "params.yaml")
+    p["kdsr"]["forgetting"]["enabled"] = False  # the probe (the other hook) would read data/compressed
+    return p
+
+
+def lr_schedule(params, spec):
+    """The asynchronous LR schedule of the modality tables that training gets for a resolved run."""
+    schedule, probe = training_hooks(spec, params)
+    assert probe is None
+    return schedule
+
+
+def test_the_family_is_the_kdsr_section(params):
+    for name in KDSR_FAMILY:
+        spec = resolve_run(params, name)
+        assert spec.family == "kdsr" and spec.arch in FAMILY_ARCHS["kdsr"], name
+        assert not set(spec.cfg) & set(ENTRY_KEYS), name  # model Config fields only
 
 
 def test_paper_and_parity_presets_resolve(params):
-    paper = resolve(params, "kdsr_sasrec")["models"]["kdsr_sasrec"]
+    spec = resolve_run(params, "kdsr_sasrec")
+    paper = spec.cfg
     assert paper["weights"] == {"image": [1.0, 0.5], "text": [1.0, 0.5]}
     assert (paper["tau"], paper["holistic_loss"], paper["async_lr"], paper["proj_layers"]) == (1.5, "soft_match", "linear", 1)
     assert paper["backbone_cfg"] == params["kdsr"]["backbones"]["sasrec"]
-    parity = resolve(params, "kdsr_parity")["models"]["kdsr_parity"]
+    # no trainer or protocol overrides in the paper preset: the train section and the global protocol apply
+    assert spec.train.batch_size == params["train"]["batch_size"] and spec.train.track_test is False
+    assert spec.evaluate == {}
+    parity_spec = resolve_run(params, "kdsr_parity")
+    parity = parity_spec.cfg
     assert parity["weights"] == {"image": [4.0, 4.0], "text": [0.5, 0.5]}
     assert (parity["holistic_loss"], parity["async_lr"], parity["async_factor"], parity["proj_layers"]) == \
         ("frobenius", "constant", 0.25, 2)
-    assert parity["train"]["batch_size"] == 256 and parity["train"]["track_test"] is True
-    assert parity["evaluate"]["select_on"] == "test_max"
+    assert parity_spec.train.batch_size == 256 and parity_spec.train.track_test is True
+    assert parity_spec.train.lr == params["train"]["lr"]  # the rest from the train section
+    assert parity_spec.evaluate["select_on"] == "test_max"
     # an ablation states only what it changes; the entry wins over the preset
-    no_tau = resolve(params, "kdsr_no_tau")["models"]["kdsr_no_tau"]
+    no_tau = resolve_run(params, "kdsr_no_tau").cfg
     assert no_tau["tau"] == 1.0 and no_tau["weights"] == paper["weights"]
-    assert resolve(params, "kdsr_no_at")["models"]["kdsr_no_at"]["async_lr"] == "none"
+    assert resolve_run(params, "kdsr_no_at").cfg["async_lr"] == "none"
 
 
 def test_resolution_errors_name_the_key(params):
     p = copy.deepcopy(params)
     p["models"]["kdsr_sasrec"]["preset"] = "nope"
     with pytest.raises(ParamError, match="models.kdsr_sasrec.preset"):
-        resolve(p, "kdsr_sasrec")
-    with pytest.raises(ParamError, match="models.sasrec.arch"):
-        resolve(p, "sasrec")
+        resolve_run(p, "kdsr_sasrec")
+    # a model of another family gets nothing of the kdsr section (its arch decides)
+    sasrec = resolve_run(p, "sasrec")
+    assert sasrec.family == "baselines" and sasrec.evaluate == {}
+    assert sasrec.cfg == {k: v for k, v in p["models"]["sasrec"].items() if k != "arch"}
+    assert training_hooks(sasrec, p) == (None, None)
     with pytest.raises(ParamError, match="models.missing"):
-        resolve(p, "missing")
+        resolve_run(p, "missing")
 
 
 def test_async_schedules(params):
-    lin = lr_schedule(resolve(params, "kdsr_sasrec"), "kdsr_sasrec")
+    lin = lr_schedule(params, resolve_run(params, "kdsr_sasrec"))
     assert lin(1, "modality_tables") == pytest.approx(0.1)
     assert lin(10, "modality_tables") == pytest.approx(1.0) and lin(30, "modality_tables") == 1.0
     assert lin(5, "modality_tables") == pytest.approx(0.1 + 0.9 * 4 / 9)
     assert lin(1, "backbone") == 1.0 and lin(1, "cdl") == 1.0 and lin(1, "id") == 1.0
-    const = lr_schedule(resolve(params, "kdsr_parity"), "kdsr_parity")
+    const = lr_schedule(params, resolve_run(params, "kdsr_parity"))
     assert const(1, "modality_tables") == const(50, "modality_tables") == 0.25 and const(1, "id") == 1.0
-    assert lr_schedule(resolve(params, "kdsr_no_at"), "kdsr_no_at") is None
-    assert lr_schedule(resolve(params, "mmsr"), "mmsr") is None
+    assert lr_schedule(params, resolve_run(params, "kdsr_no_at")) is None
+    assert lr_schedule(params, resolve_run(params, "mmsr")) is None
 
 
 def _data(seed=0):
@@ -79,9 +104,9 @@ def _data(seed=0):
 
 @pytest.mark.parametrize("name", KDSR_FAMILY)
 def test_every_preset_and_ablation_trains_one_epoch(params, name, tmp_path):
-    p = resolve(params, name)
-    entry = p["models"][name]
-    cfg = {k: v for k, v in entry.items() if k not in ENTRY_ONLY}
+    spec = resolve_run(params, name)
+    entry = spec.cfg
+    cfg = dict(entry)
     if "backbone_cfg" in cfg:  # small widths keep this fast; mmsr / kdsr_graph need dim = the codes' width
         cfg["backbone_cfg"] = {**cfg["backbone_cfg"], "dim": 16}
     else:
@@ -90,10 +115,10 @@ def test_every_preset_and_ablation_trains_one_epoch(params, name, tmp_path):
     comp = {m: torch.rand(N + 1, 16, generator=g) for m in ("image", "text")}
     ctx = ModelContext(n_items=N, max_len=10, compressed=comp, teacher=random_teacher(N, 7))
     torch.manual_seed(0)
-    model = build_model(name, cfg, ctx, entry["arch"])
+    model = build_model(name, cfg, ctx, spec.arch)
     seqs, nt, nv = _data()
     tcfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, monitor="valid/ndcg@10")
-    sched = lr_schedule(p, name)
+    sched = lr_schedule(params, spec)
     tr = Trainer(model, train_windows(seqs, nt, 10), tcfg, tmp_path, seed=1,
                  valid=eval_instances(seqs, nt, nv, "valid", 10), eval_cfg=EvalConfig(ks=[10]), lr_schedule=sched,
                  live=False, progress=False)

@@ -1,5 +1,5 @@
-"""KDSR end to end through the stage runners on a tiny dataset: distill (the real teacher) ->
-train_kdsr -> evaluate_kdsr, with params.yaml's kdsr section (paper preset) folded in."""
+"""KDSR end to end through the stage runners on a tiny dataset: distill (the real teacher) -> train -> evaluate
+(the stages DVC's train_kdsr / evaluate_kdsr run), with params.yaml's kdsr section (paper preset) folded in."""
 
 import copy
 from pathlib import Path
@@ -10,7 +10,9 @@ from modalrec.encode.cache import write_features
 from modalrec.io import read_json
 from modalrec.params import load_params
 from tiny_data import write_tiny_prepared
-from modalrec.stages import distill, evaluate_kdsr, train_kdsr
+from modalrec.stages import distill
+from modalrec.stages import evaluate as evaluate_stage
+from modalrec.stages import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "tiny"
@@ -34,16 +36,16 @@ def make_project(root, n_items=50):
 def test_kdsr_stages_end_to_end(tmp_path):
     n = make_project(tmp_path)
     p = copy.deepcopy(load_params(ROOT / "params.yaml"))
-    p["base"] = {**p["base"], "dataset": DS, "seed": 7, "seeds": [7]}
+    p["base"] = {**p["base"], "dataset": DS, "seeds": [7]}
     p["compress"] = {**p["compress"], "modalities": ["image", "text"], "dim": 16}
-    p["kdsr"].update({"D": 4, "codes": 6, "pairs": {"cooccur": 3000, "random": 1000, "exact": False},
+    p["kdsr"].update({"seed": 7, "D": 4, "codes": 6, "pairs": {"cooccur": 3000, "random": 1000, "exact": False},
                       "quantizer_options": {"niter": 10}})
     p["kdsr"]["backbones"]["sasrec"] = {**p["kdsr"]["backbones"]["sasrec"], "dim": 16}
     p["kdsr"]["forgetting"] = {"enabled": True, "pairs": 500, "seed": 0}
     p["train"] = {**p["train"], "epochs": 2, "batch_size": 32, "device": "cpu", "max_len": 10}
     kw = {"data_root": tmp_path / "data", "models_root": tmp_path / "models", "progress": False}
     distill.run(p, **kw)
-    out = train_kdsr.run(p, model="kdsr_sasrec", **kw)
+    out = train_stage.run(p, model="kdsr_sasrec", **kw)
     cfg = read_json(out / "config.json")
     assert cfg["cfg"]["preset"] == "kdsr" and cfg["cfg"]["weights"] == {"image": [1.0, 0.5], "text": [1.0, 0.5]}
     assert "teacher" in cfg["inputs"] and cfg["epochs_run"] == 2
@@ -55,7 +57,7 @@ def test_kdsr_stages_end_to_end(tmp_path):
         assert row["lr/modality_tables"] < row["lr/id"]  # linear warm-up of the tables from 0.1 ε
         assert -1 <= row["forgetting/image_E_M"] <= 1 and -1 <= row["forgetting/text_E_V"] <= 1
     assert (out / "dvclive" / "plots" / "metrics" / "train" / "cdl" / "text_code.tsv").exists()
-    rep = evaluate_kdsr.run(p, model="kdsr_sasrec", reports_root=tmp_path / "reports", **kw)
+    rep = evaluate_stage.run(p, model="kdsr_sasrec", reports_root=tmp_path / "reports", **kw)
     metrics = read_json(Path(rep) / "metrics.json")
     assert metrics["model"] == "kdsr_sasrec" and 0 <= metrics["test"]["ndcg@10"] <= 1
     assert metrics["n_test"] > 0 and n == 50

@@ -1,9 +1,9 @@
 """KDSR on SASRec vs SASRec with tuned tables alone, on the embedded default, through the real stages (slow, opt-in).
 
 The synthetic default is prepared, encoded (the packaged offline MiniLM / EfficientNet-Lite0), compressed (the AE's
-m̃) and distilled (the real teacher) exactly as ``dvc repro`` does, then ``sasrec_tuned`` goes through the train /
-evaluate stages and ``kdsr_sasrec`` (the paper preset) through train_kdsr / evaluate_kdsr, both with params.yaml's
-options and seed. The issue's two claims are checked on the same data:
+m̃) and distilled (the real teacher) exactly as ``dvc repro`` does, then ``sasrec_tuned`` and ``kdsr_sasrec`` (the
+paper preset) go through the train / evaluate stages (DVC's train / evaluate and train_kdsr / evaluate_kdsr), both
+with params.yaml's options and seed. The issue's two claims are checked on the same data:
 
 - the forgetting curve: KDSR (CDL with the asynchronous warm-up of the tables) keeps the tuned tables E closer to m̃
   than fine-tuning alone (the same probe, pairs and seed as ``kdsr.forgetting``, attached to both runs);
@@ -34,7 +34,8 @@ def synthetic(tmp_path_factory, repo_root):
     root = tmp_path_factory.mktemp("kdsr_synth")
     params = copy.deepcopy(load_params(repo_root / "params.yaml"))
     assert params["base"]["dataset"] == "synthetic"
-    params["base"]["seed"], params["base"]["seeds"] = SEED, [SEED]
+    assert params["compress"]["seed"] == params["kdsr"]["seed"] == SEED  # the AE's and the teacher's own seeds
+    params["base"]["seeds"] = [SEED]
     kw = {"data_root": root / "data", "models_root": root / "models", "progress": False}
     n = torch.get_num_threads()
     torch.set_num_threads(max(n, torch.get_num_interop_threads(), 2))  # the kdsr conftest pins 1 thread per module
@@ -51,21 +52,31 @@ def synthetic(tmp_path_factory, repo_root):
 
 
 def _probe(params, root):
-    from modalrec.stages.train_kdsr import forgetting_probe, resolve
+    from modalrec.runs import resolve_run, training_hooks
 
-    return forgetting_probe(resolve(params, "kdsr_sasrec"), "kdsr_sasrec", root / "data")
+    _, probe = training_hooks(resolve_run(params, "kdsr_sasrec", SEED), params, root / "data")
+    assert probe is not None
+    return probe
 
 
-def test_kdsr_keeps_e_closer_to_m_and_scores_no_lower_than_sasrec_tuned(synthetic):
-    from modalrec.stages import evaluate, evaluate_kdsr, train, train_kdsr
+def test_kdsr_keeps_e_closer_to_m_and_scores_no_lower_than_sasrec_tuned(synthetic, monkeypatch):
+    from modalrec.stages import evaluate, train
 
     params, root, kw = synthetic
     rep = {"reports_root": root / "reports", **kw}
-    # sasrec_tuned with the very probe the KDSR stage attaches (same m̃, pairs and seed)
-    tuned_dir = train.run(params, "sasrec_tuned", seed=SEED, epoch_callback=_probe(params, root), **kw)
+    # sasrec_tuned with the very probe the KDSR run attaches (same m̃, pairs and seed); its own hooks are none
+    probe, hooks = _probe(params, root), train.training_hooks
+
+    def tuned_hooks(spec, *args):
+        assert spec.name == "sasrec_tuned" and hooks(spec, *args) == (None, None)
+        return None, probe
+
+    monkeypatch.setattr(train, "training_hooks", tuned_hooks)
+    tuned_dir = train.run(params, "sasrec_tuned", seed=SEED, **kw)
+    monkeypatch.undo()
     tuned = json.loads((evaluate.run(params, "sasrec_tuned", seed=SEED, **rep) / "metrics.json").read_text())
-    kdsr_dir = train_kdsr.run(params, "kdsr_sasrec", seed=SEED, **kw)
-    kdsr = json.loads((evaluate_kdsr.run(params, "kdsr_sasrec", seed=SEED, **rep) / "metrics.json").read_text())
+    kdsr_dir = train.run(params, "kdsr_sasrec", seed=SEED, **kw)
+    kdsr = json.loads((evaluate.run(params, "kdsr_sasrec", seed=SEED, **rep) / "metrics.json").read_text())
     hist = {name: json.loads((d / "history.json").read_text()) for name, d in (("tuned", tuned_dir), ("kdsr", kdsr_dir))}
     sel = {"tuned": tuned["protocol"]["selected_epoch"], "kdsr": kdsr["protocol"]["selected_epoch"]}
 

@@ -11,8 +11,9 @@ collect changed)."""
 from __future__ import annotations
 
 import pytest
+from dvc_tracking import run_stages
 
-from modalrec.stages.train import TRAIN_KEYS
+from modalrec.runs import TRAIN_ONLY
 
 MARK = "__changed__"
 
@@ -24,8 +25,7 @@ def dvc_project(dvc_pipeline):
 
 
 def family_stages(params: dict, models=None) -> set[str]:
-    return {f"{stage}@{m}-{s}" for stage in ("train_odmt", "evaluate_odmt")
-            for m in (models or params["odmt"]["models"]) for s in params["base"]["seeds"]}
+    return run_stages(params, "odmt", models)
 
 
 def test_odmt_T_reruns_only_the_odmt_family(dvc_project):
@@ -47,7 +47,7 @@ def test_odmt_T_reruns_only_the_odmt_family(dvc_project):
 
 def test_a_model_entry_reruns_its_own_instances_and_the_report(dvc_project):
     params, changed = dvc_project.params, dvc_project.changed
-    model = params["odmt"]["models"][0]
+    model = params["runs"]["odmt"][0]
     out = changed(lambda p: p["models"][model].update(d=8))
     assert set(out) == family_stages(params, [model]) | {"report"}
 
@@ -69,7 +69,7 @@ def test_global_train_keys_overridden_by_odmt_train_do_not_rerun_the_family(dvc_
 def test_global_train_keys_the_family_reads_are_tracked(dvc_project):
     """The engine's train stage reads every ``train`` key that ``odmt.train`` does not set (plus the device)."""
     params, changed = dvc_project.params, dvc_project.changed
-    read = sorted(set(params["train"]) - set(TRAIN_KEYS) - set(params["odmt"]["train"])) + ["device"]
+    read = sorted(set(params["train"]) - set(TRAIN_ONLY) - set(params["odmt"]["train"])) + ["device"]
     assert {"track_test", "resume", "device"} <= set(read)
     train_stages = {s for s in family_stages(params) if s.startswith("train_odmt@")}
     for key in read:

@@ -1,5 +1,6 @@
-"""train_odmt / evaluate_odmt end to end on a tiny synthetic dataset prepared with ODMT's loo_window rule (real
-prepare stage, random fp16 token caches written by the encode stage's TokenWriter): outputs and recorded protocol."""
+"""The train / evaluate stages (DVC's train_odmt / evaluate_odmt) end to end for ODMT-family models on a tiny
+synthetic dataset prepared with ODMT's loo_window rule (real prepare stage, random fp16 token caches written by the
+encode stage's TokenWriter): outputs and recorded protocol, with the odmt section folded in."""
 
 import copy
 import json
@@ -10,7 +11,9 @@ import torch
 
 from modalrec.encode.cache import TokenWriter
 from modalrec.params import load_params
-from modalrec.stages import evaluate_odmt, prepare, train_odmt
+from modalrec.stages import evaluate as evaluate_stage
+from modalrec.stages import prepare
+from modalrec.stages import train as train_stage
 
 DS = "tiny_odmt"
 
@@ -46,7 +49,7 @@ def test_train_and_evaluate_stages(setup, model, monkeypatch):
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k:
                         clips.append(max_norm) or clip(params, max_norm, *a, **k))
-    run_dir = train_odmt.run(p, model=model, seed=7, **kw)
+    run_dir = train_stage.run(p, model=model, seed=7, **kw)
     assert clips and set(clips) == {5.0}  # gradient clipping at every step, the released code's norm
     cfg = json.loads((run_dir / "config.json").read_text())
     assert (run_dir / "best.pt").exists() and cfg["max_len"] == 12
@@ -54,7 +57,7 @@ def test_train_and_evaluate_stages(setup, model, monkeypatch):
         assert cfg["cfg"]["T"] == 0.4 and cfg["cfg"]["alpha"] == 2
     assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["monitor"] == "valid/hr@10"
     assert cfg["train"]["weight_decay"] == 0.1 and cfg["train"]["amp"] is True  # AMP applies on CUDA only
-    out = evaluate_odmt.run(p, model=model, seed=7, reports_root=root / "reports", **kw)
+    out = evaluate_stage.run(p, model=model, seed=7, reports_root=root / "reports", **kw)
     metrics = json.loads((out / "metrics.json").read_text())
     proto = metrics["protocol"]
     assert proto["mask_history"] is True and proto["aggregate"] == "user" and proto["ks"] == [10, 20]
@@ -69,7 +72,8 @@ def test_popularity_comes_from_the_train_parts_of_the_window(setup):
     from modalrec.data.prepared import load_prepared
     from modalrec.losses.inbatch import log_popularity
     from modalrec.models import build_model
-    from modalrec.stages.train import load_context, resolve
+    from modalrec.runs import resolve_run
+    from modalrec.stages.train import load_context
 
     p, root = setup
     prep = load_prepared(root / "data" / "prepared" / DS)
@@ -78,7 +82,7 @@ def test_popularity_comes_from_the_train_parts_of_the_window(setup):
     by_hand = np.zeros(prep.n_items + 1)
     for s in prep.sequences:
         np.add.at(by_hand, s[:-2], 1)
-    ctx, _ = load_context(resolve(train_odmt.resolve(p, "odmt"), "odmt", 7), prep, root / "data")
+    ctx, _ = load_context(resolve_run(p, "odmt", 7), prep, root / "data")
     assert np.array_equal(ctx.item_counts.numpy(), by_hand)
     model = build_model("odmt", {"d": 16}, ctx)
     assert torch.allclose(model.log_pop, log_popularity(torch.from_numpy(by_hand)))

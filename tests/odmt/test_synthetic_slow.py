@@ -2,10 +2,10 @@
 
 The synthetic dataset is prepared with ODMT's data rule (users with >= 5 interactions, the last 15 kept,
 leave-one-out: the prepare stage's ``loo_window`` split, no item filter), encoded by the encode stage's packaged
-offline encoders (MiniLM tokens, EfficientNet-Lite0 tokens), then both runs go through ``train_odmt`` and
-``evaluate_odmt`` with the params.yaml entries (epoch selection on validation hr@10 = Recall@10, history masked,
-per-user). Run with ``pytest -m slow tests/odmt/test_synthetic_slow.py -s``; ``ODMT_SLOW_EPOCHS`` sets the epoch
-budget (default 8). The figures measured so far, and why SASRec+LF's fused ranking wins here, are in docs/odmt.md.
+offline encoders (MiniLM tokens, EfficientNet-Lite0 tokens), then both runs go through the train and evaluate
+stages (DVC's ``train_odmt`` / ``evaluate_odmt``) with the params.yaml entries (epoch selection on validation
+hr@10 = Recall@10, history masked, per-user). Run with ``pytest -m slow tests/odmt/test_synthetic_slow.py -s``;
+``ODMT_SLOW_EPOCHS`` sets the epoch budget (default 8). The figures measured so far, and why SASRec+LF's fused ranking wins here, are in docs/odmt.md.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def synthetic_odmt(tmp_path_factory, repo_root):
 
 
 def _train_and_evaluate(params, root, model, seed=2023):
-    from modalrec.stages import evaluate_odmt, train_odmt
+    from modalrec.stages import evaluate, train
 
     kw = {"data_root": root / "data", "models_root": root / "models", "progress": False}
-    train_odmt.run(params, model=model, seed=seed, **kw)
-    out = evaluate_odmt.run(params, model=model, seed=seed, reports_root=root / "reports", **kw)
+    train.run(params, model=model, seed=seed, **kw)
+    out = evaluate.run(params, model=model, seed=seed, reports_root=root / "reports", **kw)
     return json.loads((out / "metrics.json").read_text())
 
 

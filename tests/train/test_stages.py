@@ -37,7 +37,9 @@ def roots(tmp_path_factory):
 def params(**train):
     """The repository's params.yaml sections, shrunk for speed."""
     repo = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    return {"base": {"dataset": DS, "seed": 2023, "seeds": [5]},
+    return {"base": {"dataset": DS, "seeds": [5]},
+            "runs": {"baselines": [{"model": "sasrec", "code": "sasrec", "data": "prepared"},  # what metrics collects
+                                   {"model": "gru4rec_frozen_text", "code": "gru4rec", "data": "features"}]},
             "train": {**repo["train"], "max_len": 10, "device": "cpu", "epochs": 2, "batch_size": 32, "lr": 3e-3,
                       "patience": 2, **train},
             "evaluate": {**repo["evaluate"], "batch_size": 64},
