@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: install
-	$(BIN)/dvc repro
+	$(BIN)/python -m modalrec.timings $(BIN)/dvc repro
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from .. import wall_seconds
 from ..encode.cache import load_features, write_features
 from ..errors import ParamError
 from ..io import write_json
@@ -53,7 +54,7 @@ def run(params: dict, modality: str, dataset: str | None = None, data_root: str 
         info.update(res.summary())
         state = res.model.state_dict()
     else:  # e.g. a dataset without images: nothing to learn, every code is the zero vector
-        print(f"compress {modality}: no item of {ds} has a {modality} feature; writing zero codes")
+        print(f"compress {modality}: no item of {ds} has a {modality} feature; writing zero codes | wall {wall_seconds():.1f} s")
         state = {}
     save(out["weights"], state)
     write_json(out["info"], info)
@@ -63,5 +64,5 @@ def run(params: dict, modality: str, dataset: str | None = None, data_root: str 
     if len(rows):
         print(f"compress {modality}: {len(rows):,}/{n:,} items {x.shape[1]} -> {cfg.dim} d, reconstruction MSE "
               f"{info['reconstruction_mse']:.5f} ({100 * info['reconstruction_mse_relative']:.1f}% of the variance), "
-              f"best epoch {info['best_epoch']}/{info['epochs_run']}, {info['seconds']:.1f} s")
+              f"best epoch {info['best_epoch']}/{info['epochs_run']}, {info['seconds']:.1f} s | wall {wall_seconds():.1f} s")
     return out["codes"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import wall_seconds
 from ..data.prepared import load_prepared
 from ..encode.cache import load_features
 from ..errors import DataError
@@ -57,5 +58,6 @@ def run(params: dict, dataset: str | None = None, data_root: str | Path = "data"
     parts = ", ".join(f"{m} perplexity {s['perplexity']:.1f}/{cfg.codes} ({s['dead_codes']} dead)"
                       for m, s in stats["modalities"].items())
     print(f"distill {ds}: {cfg.quantizer} x={cfg.codes} D={cfg.D} xi={cfg.xi} on {stats['pairs']['total']:,} pairs; "
-          f"{parts}; {stats['seconds']:.1f} s" + (f"; skipped {skipped} (no features)" if skipped else ""))
+          f"{parts}; {stats['seconds']:.1f} s" + (f"; skipped {skipped} (no features)" if skipped else "")
+          + f" | wall {wall_seconds():.1f} s")
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .. import wall_seconds
 from ..encode.registry import EncoderConfig
 from ..encode.runner import encode_catalogue
 from ..errors import DataError, ParamError
@@ -47,5 +48,5 @@ def run(params: dict, modality: str, dataset: str | None = None, prepared_root: 
     out = output_path(ds, modality, features_root)
     summary = encode_catalogue(items, cfg, kind, out, key=key, source=items_path,
                                extra_meta={"dataset": ds, "params_key": key}, progress=progress)
-    print(summary.line(key))
+    print(f"{summary.line(key)} | wall {wall_seconds():.1f} s")
     return out

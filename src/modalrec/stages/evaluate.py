@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .. import wall_seconds
 from ..data.batching import eval_instances
 from ..errors import DataError, ParamError
 from ..evaluate.metrics import select_test_max
@@ -94,7 +95,7 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
     k = 10 if 10 in ecfg.ks else ecfg.ks[0]
     print(f"evaluated {r.name} (seed {r.seed}) on {r.dataset}: test ndcg@{k}={test_metrics.get(f'ndcg@{k}', 0):.4f} "
           f"hr@{k}={test_metrics.get(f'hr@{k}', 0):.4f} over {len(test)} instances "
-          f"({res_test.seconds:.1f}s, {res_test.scores_per_second:,.0f} scores/s) -> {out}")
+          f"({res_test.seconds:.1f}s, {res_test.scores_per_second:,.0f} scores/s) -> {out} | wall {wall_seconds():.1f} s")
     return out
 
 

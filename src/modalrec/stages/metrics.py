@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import wall_seconds
 from ..io import write_json
 from ..params import get
 from ..report.collect import collect_runs, flat_metrics
@@ -26,5 +27,5 @@ def run(params: dict[str, Any], dataset: str | None = None, reports_root: str | 
     out = Path(reports_root) / "metrics.json"
     write_json(out, flat)
     n = sum(1 for k in flat if k.endswith("/n_seeds"))
-    print(f"collected {n} models of {ds} into {out} ({len(flat)} keys)")
+    print(f"collected {n} models of {ds} into {out} ({len(flat)} keys) | wall {wall_seconds():.1f} s")
     return out

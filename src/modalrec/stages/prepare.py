@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from .. import wall_seconds
 from ..data.filtering import FilterConfig, filter_interactions, sequences_table
 from ..data.prepared import text_fields, write_prepared
 from ..data.splits import SplitConfig, split_lengths, summary
@@ -120,5 +121,5 @@ def run(params: dict[str, Any], dataset: str | None = None, out_root: str | Path
     print(f"prepared {ds}: {s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions "
           f"(avg len {s['avg_len']:.2f}), {scfg.name} split: {s['split']['train_targets']:,} train / "
           f"{s['split']['valid_targets']:,} valid / {s['split']['test_targets']:,} test targets "
-          f"in {time.perf_counter() - t0:.1f}s -> {out}")
+          f"in {time.perf_counter() - t0:.1f}s -> {out} | wall {wall_seconds():.1f} s")
     return out

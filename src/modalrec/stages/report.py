@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import wall_seconds
 from ..io import atomic_path, write_json
 from ..params import get
 from ..report.build import build_report
@@ -43,5 +44,5 @@ def run(params: dict[str, Any], reports_dir: str | Path = "reports", models_dir:
         tmp.write_text(rep.markdown)
     write_json(out_dir / "summary.json", rep.summary)
     print(f"report: {len(runs)} runs, {len(rep.tables)} tables, {rep.n_plots} plots, {rep.n_significant} significant "
-          f"cells -> {out_dir / 'summary.md'}")
+          f"cells -> {out_dir / 'summary.md'} | wall {wall_seconds():.1f} s")
     return rep.summary

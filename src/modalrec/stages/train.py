@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import wall_seconds
 from ..data.batching import eval_instances, train_windows
 from ..errors import DataError
 from ..evaluate.protocol import EvalConfig
@@ -142,5 +143,5 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
         "resumed_from": res.resumed_from, "seconds": round(res.seconds, 2)})
     best = "" if res.best_value is None else f", best {r.train.monitor}={res.best_value:.4f} at epoch {res.best_epoch}"
     print(f"trained {r.name} (seed {r.seed}) on {r.dataset}: {res.epochs_run} epochs in {res.seconds:.1f}s{best}; "
-          f"{n_params:,} parameters -> {out}")
+          f"{n_params:,} parameters -> {out} | wall {wall_seconds():.1f} s")
     return out
