@@ -1,6 +1,8 @@
 """Run every benchmark script in this folder in turn (each prints its own figures).
 
 Usage: python benchmarks/run_all.py [name ...]    e.g. `python benchmarks/run_all.py prepare teacher`
+
+`pipeline` (a fresh `dvc repro`, tens of minutes) runs only when named: `make bench-pipeline`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ON_REQUEST = {"pipeline"}  # run only when named
 
 
 def main(argv: list[str]) -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py")
-    if argv:
-        scripts = [p for p in scripts if p.stem in argv]
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_"))
+    scripts = [p for p in scripts if p.stem in argv] if argv else [p for p in scripts if p.stem not in ON_REQUEST]
     failed = []
     for p in scripts:
         print(f"\n=== {p.stem} ===", flush=True)

@@ -35,11 +35,13 @@ def table(times: list[tuple[str, float]], total: float) -> str:
     return "\n".join(rows)
 
 
-def run(cmd: list[str], out: TextIO = sys.stdout) -> tuple[int, list[tuple[str, float]], float]:
-    """Run ``cmd``, echo its output, return (exit code, stage times, total seconds)."""
+def run(cmd: list[str], out: TextIO = sys.stdout, cwd: str | None = None,
+        env: dict[str, str] | None = None) -> tuple[int, list[tuple[str, float]], float]:
+    """Run ``cmd`` (in ``cwd``, with ``env``), echo its output, return (exit code, stage times, total seconds)."""
     t0 = time.perf_counter()
     stamped: list[tuple[float, str]] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as p:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=cwd,
+                          env=env) as p:
         assert p.stdout is not None
         for line in p.stdout:
             out.write(line)

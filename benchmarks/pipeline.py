@@ -1,0 +1,60 @@
+"""A fresh `dvc repro` of the default pipeline, timed stage by stage, for one or more git revisions.
+
+Each revision is cloned into a temporary folder and run there from scratch (no DVC cache, no outputs) with its own
+code (PYTHONPATH = the clone's src/) and this environment's packages; the table of stage times comes from
+modalrec.timings (the time between DVC's `Running stage` lines, start-up and hashing included).
+
+    python benchmarks/pipeline.py                      # HEAD
+    python benchmarks/pipeline.py --rev HEAD --rev 6037636   # this code next to the commit before the redesign
+    make bench-pipeline
+
+Takes as long as the runs (the default pipeline: tens of minutes on 2 cores); progress is the runs' own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from modalrec.timings import run, table  # noqa: E402
+
+
+def time_revision(rev: str, keep: Path | None) -> tuple[int, list[tuple[str, float]], float]:
+    work = Path(tempfile.mkdtemp(prefix="modalrec-bench-", dir=keep))
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "checkout", "-q", rev], check=True)
+    env = {**os.environ, "PYTHONPATH": str(work / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "DVC_NO_ANALYTICS": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    return run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=str(work), env=env)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rev", action="append", help="git revision to time (repeatable; default HEAD)")
+    ap.add_argument("--keep", type=Path, default=None, help="make the clones under this folder (kept afterwards)")
+    a = ap.parse_args()
+    revs = a.rev or ["HEAD"]
+    t0 = time.perf_counter()
+    results = {}
+    for rev in revs:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        print(f"== {rev} ({sha}): fresh dvc repro", flush=True)
+        results[rev] = (sha, *time_revision(rev, a.keep))
+    for rev, (sha, code, times, total) in results.items():
+        print(f"\n== {rev} ({sha}), exit {code}\n{table(times, total)}")
+    line = "; ".join(f"{rev} ({sha}) {total:.0f} s, {len(times)} stages, exit {code}"
+                     for rev, (sha, code, times, total) in results.items())
+    print(f"\nsummary: fresh dvc repro of the default pipeline: {line} [{time.perf_counter() - t0:.0f} s wall]")
+
+
+if __name__ == "__main__":
+    main()
