@@ -20,15 +20,24 @@ the extrapolated time per epoch, the overhead of CDL (target: <= 20%) and, per b
 CDL works on (the i <= j pairs of each sequence's unique items: O(sum of U_b^2), bounded by the batch's longest
 sequence) against a dense ``[B, U, U]`` layout (U = most unique items of a sequence in the batch) and N×N.
 
+``--layouts`` times the graph backbones instead (``mmsr``, ``kdsr_graph``; alone and under ``kdsr``): their flat
+node/neighbour-list computation (``SessionGraphs``) against the padded ``[B, U, U]`` layout they used before (the
+reference kept in tests/kdsr/graph_reference.py), on the same batches, interleaved, each step seeded alike so both
+draw the same dropout masks (the largest difference of their losses is printed: float rounding only). Prints ms per
+step, s per epoch, training sequences (windows) per second and the speedup (mean, and median of per-batch ratios).
+``--data`` takes a prepared dataset directory instead of Beauty, e.g. ``data/prepared/synthetic`` (the pipeline's
+default dataset: its windows and its split's training parts).
+
 Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--mdim 128] [--codes 100]
                                  [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
-                                 [--no-prefill]
+                                 [--no-prefill] [--data beauty|DIR] [--layouts]
 Figures measured on a shared, busy machine are inflated by contention.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -40,6 +49,7 @@ import numpy as np
 import torch
 
 from modalrec.data.batching import train_batches, train_windows
+from modalrec.data.prepared import load_prepared
 from modalrec.losses.cdl import sequence_pairs, unique_items
 from modalrec.models import ModelContext, build_model
 from modalrec.teacher.teacher import TeacherConfig, fit_teacher  # the distill stage's API
@@ -66,8 +76,60 @@ def step_fn(model):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.detach()
 
     return step
+
+
+def load_data(spec: str) -> tuple[str, list[np.ndarray], np.ndarray, int]:
+    """(name, sequences, training-part lengths, N): Beauty with KDSR's ratio split, or a prepared dataset directory."""
+    if spec == "beauty":
+        if not BEAUTY.exists():
+            sys.exit(f"Beauty sequences not found at {BEAUTY}")
+        seqs, n = load_beauty()
+        lens = np.array([len(s) for s in seqs])
+        return "Beauty", seqs, lens - (lens * 0.2).astype(int), n
+    p = load_prepared(spec)
+    return Path(spec).name, list(p.sequences), np.asarray(p.n_train), p.n_items
+
+
+def time_layouts(backbones: list[str], cfgs: dict, ctx: ModelContext, windows, batches, n_batches: int,
+                 passes: int, weights: dict, form: str) -> None:
+    """Flat (SessionGraphs) vs padded layout of the graph backbones, alone and under kdsr, interleaved."""
+    spec = importlib.util.spec_from_file_location(
+        "graph_reference", Path(__file__).resolve().parents[1] / "tests" / "kdsr" / "graph_reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    print(f"{'model':<16} {'padded ms/step':>14} {'flat ms/step':>12} {'padded s/epoch':>14} {'flat s/epoch':>12} "
+          f"{'padded seq/s':>12} {'flat seq/s':>10} {'speedup':>8} {'median':>7} {'max |dloss|':>11}")
+    for bb in backbones:
+        kd_name = {"mmsr": "kdsr_mmsr", "kdsr_graph": "kdsr_graph_cdl"}[bb]  # as params.yaml's models
+        for name, arch, cfg in ((bb, bb, cfgs[bb]), (kd_name, "kdsr", {
+                "backbone": bb, "backbone_cfg": cfgs[bb], "holistic_loss": form, "weights": weights})):
+            steps = []
+            for padded in (True, False):
+                torch.manual_seed(0)
+                model = build_model(arch, cfg, ctx).train()
+                if padded:
+                    reference.use_reference(model, bb)
+                model.on_fit_start(windows)
+                steps.append(step_fn(model))
+            for step in steps:  # warm-up
+                torch.manual_seed(0)
+                step(batches[0])
+            times, losses, n_seq = [[], []], [[], []], 0
+            for i, b in enumerate([b for _ in range(passes) for b in batches[1:]]):
+                for k, step in enumerate(steps):
+                    torch.manual_seed(1000 + i)  # both draw the same dropout masks
+                    t = time.perf_counter()
+                    losses[k].append(float(step(b)))
+                    times[k].append(time.perf_counter() - t)
+                n_seq += b.input_ids.shape[0]
+            (tp, tf), (lp, lf) = np.asarray(times), np.asarray(losses)
+            mp, mf = tp.mean(), tf.mean()
+            print(f"{name:<16} {mp * 1e3:>14.1f} {mf * 1e3:>12.1f} {mp * n_batches:>14.1f} {mf * n_batches:>12.1f} "
+                  f"{n_seq / tp.sum():>12.0f} {n_seq / tf.sum():>10.0f} {mp / mf:>7.2f}x {np.median(tp / tf):>6.2f}x "
+                  f"{np.abs(lp - lf).max():>11.1e}", flush=True)
 
 
 def main() -> None:
@@ -80,11 +142,17 @@ def main() -> None:
     ap.add_argument("--codes", type=int, default=100, help="teacher codewords x (kdsr preset 100; released code 50)")
     ap.add_argument("--teacher-pairs", type=int, default=200_000, help="co-occurring and random pairs for the codebook")
     ap.add_argument("--form", default="soft_match", choices=["soft_match", "frobenius"])
-    ap.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec", "kdsr_graph"])
+    ap.add_argument("--backbones", nargs="+", default=None,
+                    help="of sasrec gru4rec kdsr_graph mmsr (default sasrec gru4rec kdsr_graph; with "
+                    "--layouts mmsr kdsr_graph)")
     ap.add_argument("--no-prefill", action="store_true", help="skip the trainer's on_fit_start (CDL.prefill): epoch 1 "
                     "then asks the teacher batch by batch")
     ap.add_argument("--dim", type=int, default=64, help="SASRec/GRU4Rec width (params.yaml kdsr.backbones: 64; the "
                     "paper: 128 for every model)")
+    ap.add_argument("--data", default="beauty", help="beauty (../shared), or a prepared dataset directory such as "
+                    "data/prepared/synthetic")
+    ap.add_argument("--layouts", action="store_true", help="time the graph backbones' flat layout against the "
+                    "padded one it replaced (alone and under kdsr) instead of CDL's overhead")
     ap.add_argument("--mdim", type=int, default=128, help="width of m~, so of the tuned modality tables, the CDL heads "
                     "and kdsr_graph (params.yaml compress.dim: 128; kdsr.D must divide it)")
     a = ap.parse_args()
@@ -94,11 +162,7 @@ def main() -> None:
         sys.exit(f"--mdim {DIM}: the teacher's D = {D} parts must divide it")
     if a.threads:
         torch.set_num_threads(a.threads)
-    if not BEAUTY.exists():
-        sys.exit(f"Beauty sequences not found at {BEAUTY}")
-    seqs, n = load_beauty()
-    lens = np.array([len(s) for s in seqs])
-    n_train = lens - (lens * 0.2).astype(int)
+    data_name, seqs, n_train, n = load_data(a.data)
     windows = train_windows(seqs, n_train, MAXLEN)
     n_batches = -(-len(windows) // BATCH)
     g = torch.Generator().manual_seed(0)
@@ -107,7 +171,7 @@ def main() -> None:
         c[0] = 0
     t0 = time.perf_counter()
     teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs)
-    print(f"Beauty: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
+    print(f"{data_name}: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
           f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}; "
           f"backbone d = {a.dim}, m~ = {DIM}")
     ctx = ModelContext(n_items=n, max_len=MAXLEN, compressed=comp, teacher=teacher)
@@ -127,10 +191,16 @@ def main() -> None:
 
     cfgs = {"sasrec": {"dim": a.dim, "layers": 2, "heads": 1, "dropout": 0.2},
             "gru4rec": {"dim": a.dim, "hidden": 128, "dropout": 0.3},
-            "kdsr_graph": {"dim": DIM}}
+            "kdsr_graph": {"dim": DIM},  # the graph backbones as params.yaml kdsr.backbones (dim = the width of m~)
+            "mmsr": {"dim": DIM, "layers": 1, "q": 3, "dropout_atten": 0.2, "dropout_local": 0.4}}
+    if a.layouts:
+        graphs = [bb for bb in a.backbones or ["mmsr", "kdsr_graph"] if bb in ("mmsr", "kdsr_graph")]
+        time_layouts(graphs, cfgs, ctx, windows, batches, n_batches, a.passes,
+                     {"image": [1.0, 0.5], "text": [1.0, 0.5]}, a.form)
+        return
     print(f"{'backbone':<12} {'pass':<8} {'alone ms/step':>14} {'+CDL ms/step':>13} {'alone s/epoch':>14} "
           f"{'+CDL s/epoch':>13} {'overhead':>9} {'median':>7}")
-    for bb in a.backbones:
+    for bb in a.backbones or ["sasrec", "gru4rec", "kdsr_graph"]:
         torch.manual_seed(0)
         bcfg = dict(cfgs[bb])
         if bb in ("sasrec", "gru4rec"):

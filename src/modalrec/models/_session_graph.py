@@ -5,9 +5,21 @@ graph over unique items, the relational GAT layer of the KDSR/MMSR code (paper-n
 Graph models see the whole input sequence at once (a node aggregates its neighbours in both directions), so
 unlike SASRec they cannot be trained on all positions of a window in one pass without leaking the targets.
 They train like the released code: every prefix of a window is one instance whose target is the next item.
+
+A batch of graphs is defined by the padded layout of :func:`session_graph` (``[B, U]`` nodes, ``[B, U, U]``
+relations, U = the most unique items of a graph in the batch) and computed on :class:`SessionGraphs`: the real
+nodes only, as one flat list, and the edges as one list. The prefixes of a window differ a lot in size (a batch of
+64 windows has ~400 prefixes of 1 to 50 items), so the padded layout is mostly padding (4.1x more node rows on the
+synthetic default) and ``[B, U, U]`` mostly non-edges (32x more entries than edges). The layout changes nothing
+else: a padding node has no edges, so it never reached a real node (its attention weight was exactly 0), and every
+dropout mask is still drawn for the padded layout, in the same order, and read at the real entries
+(:meth:`SessionGraphs.node_dropout`, :meth:`SessionGraphs.edge_dropout`), so a seed gives the same masks. Only the
+order of some float sums differs (``tests/kdsr/test_graph_speed_equivalence.py`` trains both layouts side by side).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +46,9 @@ def prefix_instances(input_ids: Tensor, targets: Tensor) -> tuple[Tensor, Tensor
 
 
 def session_graph(input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``nodes [B, U]`` (unique items ascending, 0-padded on the left), ``alias [B, L]`` (node slot of each
-    position) and ``rel [B, U, U]``: 1 self-loop of a real node, 2 i->j transition, 3 j->i, 4 both ways."""
+    """The padded definition: ``nodes [B, U]`` (unique items ascending, 0-padded on the left), ``alias [B, L]``
+    (node slot of each position) and ``rel [B, U, U]``: 1 self-loop of a real node, 2 i->j transition, 3 j->i,
+    4 both ways."""
     nodes = unique_items(input_ids)
     B, U = nodes.shape
     alias = torch.searchsorted(nodes.contiguous(), input_ids.contiguous()).clamp(max=U - 1)
@@ -54,9 +67,72 @@ def session_graph(input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return nodes, alias, rel
 
 
+@dataclass
+class SessionGraphs:
+    """The graphs of :func:`session_graph` with their M real nodes only (graph by graph, items ascending) and their
+    E edges (self-loops included) as one list, ordered by (source node, target node) like the rows of ``rel``."""
+
+    items: Tensor  # [M] the item of each node
+    slot: Tensor  # [M] its row in the padded [B * U] node layout
+    alias: Tensor  # [B, L] the node of each position, -1 at padding
+    src: Tensor  # [E] the node that attends (row i of rel)
+    dst: Tensor  # [E] the node it attends to (column j)
+    rel: Tensor  # [E] the relation of (i, j), 1-4
+    edge: Tensor  # [E] the entry of (i, j) in the padded [B * U * U] relation layout
+    shape: tuple[int, int]  # (B, U) of the padded layout
+
+    def node_dropout(self, x: Tensor, p: float, training: bool) -> Tensor:
+        """``F.dropout`` of node values ``[M, ...]`` with the mask it draws for the padded ``[B, U, ...]`` layout."""
+        if not training or p == 0:
+            return x
+        B, U = self.shape
+        return x * F.dropout(x.new_ones((B, U) + x.shape[1:]), p, True).flatten(0, 1)[self.slot]
+
+    def edge_dropout(self, x: Tensor, p: float, training: bool) -> Tensor:
+        """``F.dropout`` of edge values ``[E, *S]`` with the masks it draws for the padded ``[B, U, U]`` layout, one
+        after the other for each index of S in row-major order (as separate calls on those slices would)."""
+        if not training or p == 0:
+            return x
+        B, U = self.shape
+        rest = x.shape[1:]
+        masks = [F.dropout(x.new_ones((B, U, U)), p, True).flatten()[self.edge] for _ in range(rest.numel())]
+        return x * torch.stack(masks, 1).view(x.shape)
+
+    def attend(self, logits: Tensor, values: Tensor) -> Tensor:
+        """``out_i = Σ_j softmax_j(logits_ij) · values_ij`` over the edges (i, j) of each node i: ``logits [E, *S]``,
+        ``values [E, *S, d]`` -> ``[M, *S, d]``. Every node has its self-loop, so no sum is empty."""
+        M, src = self.items.numel(), self.src
+        idx = src.view((-1,) + (1,) * (logits.dim() - 1)).expand_as(logits)
+        top = logits.new_full((M,) + logits.shape[1:], float("-inf"))
+        top = top.scatter_reduce(0, idx, logits.detach(), "amax")  # the softmax is shift-invariant: no gradient
+        ex = (logits - top[src]).exp()
+        den = ex.new_zeros(top.shape).index_add_(0, src, ex)
+        return values.new_zeros((M,) + values.shape[1:]).index_add_(0, src, (ex / den[src]).unsqueeze(-1) * values)
+
+    def per_position(self, h: Tensor) -> Tensor:
+        """Node states ``[M, d]`` -> ``[B, L, d]`` states of the positions (zeros at padding)."""
+        return torch.cat([h.new_zeros((1,) + h.shape[1:]), h])[self.alias + 1]
+
+
+def session_graphs(input_ids: Tensor) -> SessionGraphs:
+    """:func:`session_graph` as :class:`SessionGraphs`."""
+    nodes, alias, rel = session_graph(input_ids)
+    B, U = nodes.shape
+    real = (nodes > 0).flatten()
+    node_of = torch.cumsum(real, 0) - 1  # padded slot -> node
+    slot = real.nonzero().squeeze(1)
+    e = rel.flatten().nonzero().squeeze(1)  # row-major: by (graph, row), then by column
+    src = node_of[e // U]
+    dst = node_of[(e // (U * U)) * U + e % U]
+    pos_alias = torch.where(input_ids > 0, node_of[torch.arange(B, device=e.device)[:, None] * U + alias], -1)
+    return SessionGraphs(nodes.flatten()[slot], slot, pos_alias, src, dst, rel.flatten()[e], e, (B, U))
+
+
 class RGATLayer(nn.Module):
     """Relational GAT of the released code: ``e_ij = LeakyReLU_0.1(a_r·(h_i ⊙ h_j)) · amp_r`` for the relation r
-    of (i, j), dropout on the logits, softmax over j, ``out_i = Σ_j α_ij h_j`` with ``h = x W``. No residual."""
+    of (i, j), dropout on the logits, softmax over the neighbours j, ``out_i = Σ_j α_ij h_j`` with ``h = x W``.
+    No residual. ``x [M, *S, d]``: node states of :class:`SessionGraphs`, with S independent channels on the same
+    graph (MMSR's node types)."""
 
     def __init__(self, dim: int, n_rel: int = 4, dropout: float = 0.2):
         super().__init__()
@@ -65,16 +141,13 @@ class RGATLayer(nn.Module):
         self.amp = nn.Parameter(torch.ones(n_rel))
         self.dropout = dropout
 
-    def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        h = self.W(x)  # [B, U, d]
-        # a_r·(h_i ⊙ h_j) = (h_i ⊙ a_r)·h_j: one batched product per relation, never a [B, U, U, d] tensor
-        per_rel = torch.stack([(h * self.a[k]) @ h.transpose(1, 2) for k in range(self.a.shape[0])], 1)
-        r = (rel - 1).clamp(min=0)
-        logits = per_rel.gather(1, r[:, None]).squeeze(1)
-        logits = F.leaky_relu(logits, 0.1) * self.amp[r]
-        logits = F.dropout(logits, self.dropout, self.training)
-        logits = logits.masked_fill(rel == 0, -1e9)
-        return torch.softmax(logits, -1) @ h
+    def forward(self, x: Tensor, g: SessionGraphs) -> Tensor:
+        h = self.W(x)
+        h_dst = h.index_select(0, g.dst)  # [E, *S, d]
+        e = F.leaky_relu((h.index_select(0, g.src) * h_dst) @ self.a.t(), 0.1) * self.amp  # [E, *S, n_rel]: every r
+        r = (g.rel - 1).view((-1,) + (1,) * (e.dim() - 1)).expand(e.shape[:-1] + (1,))
+        e = g.edge_dropout(e.gather(-1, r).squeeze(-1), self.dropout, self.training)  # each edge's own relation
+        return g.attend(e, h_dst)
 
 
 def modality_table(ctx: ModelContext, m: str, key: str) -> nn.Embedding:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from .base import ModelContext, register_model
-from ._session_graph import RGATLayer, SessionGraphModel, session_graph
+from ._session_graph import RGATLayer, SessionGraphModel, session_graphs
 
 
 @register_model("kdsr_graph")
@@ -46,13 +46,12 @@ class KDSRGraph(SessionGraphModel):
 
     def user_vectors(self, input_ids: Tensor) -> Tensor:
         input_ids = input_ids[:, -self.max_len:]
-        nodes, alias, rel = session_graph(input_ids)
-        e_id = self.id_emb(nodes)
-        sources = [e_id, self.rgat(e_id, rel)] + [self.tables[m](nodes) for m in self.cfg.modalities]
-        x = torch.stack(sources, 2)  # [B, U, S, d]
-        w = torch.softmax(self.gate(x), 2)
-        h = self.drop((w * x).sum(2)) * (nodes > 0).unsqueeze(-1)
-        seq_h = h.gather(1, alias.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # [B, L, d]
+        g = session_graphs(input_ids)
+        e_id = self.id_emb(g.items)
+        sources = [e_id, self.rgat(e_id, g)] + [self.tables[m](g.items) for m in self.cfg.modalities]
+        x = torch.stack(sources, 1)  # [M, S, d]
+        w = torch.softmax(self.gate(x), 1)
+        seq_h = g.per_position(g.node_dropout((w * x).sum(1), self.drop.p, self.training))  # [B, L, d]
         length = (input_ids > 0).sum(1)
         L = input_ids.shape[1]
         out = torch.zeros_like(seq_h[:, 0])

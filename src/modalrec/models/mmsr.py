@@ -19,6 +19,7 @@ Sequence representation (KDSR Eq. 6): long-term ``h_l`` = mean of the item-node 
 short-term ``h_s = Σ α_i h_i`` over the last ``q`` positions with ``α = softmax(W2 ReLU(W1 h_i))``,
 ``P = W3 [h_s; h_l]``. Scores: ``P · e_v`` with the ID embeddings. Trained on every prefix of a window (the
 tables, scoring, loss and parameter groups are :class:`~modalrec.models._session_graph.SessionGraphModel`'s).
+Node states are ``[M, T, d]``: the M real nodes of the batch's graphs (:class:`SessionGraphs`), T node types.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from .base import ModelContext, register_model
-from ._session_graph import RGATLayer, SessionGraphModel, session_graph
+from ._session_graph import RGATLayer, SessionGraphModel, SessionGraphs, session_graphs
 
 
 class HeteLayer(nn.Module):
-    """Attention over the T type-nodes of the same item ``[B, U, T, d]`` with a learned bias per type pair."""
+    """Attention over the T type-nodes of the same item ``[M, T, d]`` with a learned bias per type pair."""
 
     def __init__(self, dim: int, n_types: int, dropout: float):
         super().__init__()
@@ -44,9 +45,9 @@ class HeteLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_types, n_types))
         self.dropout = dropout
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, g: SessionGraphs) -> Tensor:
         att = self.q(x) @ self.k(x).transpose(-1, -2) / math.sqrt(x.shape[-1]) + self.bias
-        att = F.dropout(torch.softmax(att, -1), self.dropout, self.training)
+        att = g.node_dropout(torch.softmax(att, -1), self.dropout, self.training)
         return att @ self.v(x)
 
 
@@ -57,12 +58,10 @@ class MMSRLayer(nn.Module):
         self.hete = HeteLayer(dim, n_types, dropout)
         self.gate = nn.Linear(2 * dim, 2)
 
-    def _homo(self, x: Tensor, rel: Tensor) -> Tensor:  # the same transition graph in every node type
-        return torch.stack([self.homo(x[:, :, t], rel) for t in range(x.shape[2])], 2)
-
-    def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        a = self._homo(self.hete(x), rel)  # hete -> homo
-        b = self.hete(self._homo(x, rel))  # homo -> hete
+    def forward(self, x: Tensor, g: SessionGraphs) -> Tensor:
+        # homo: the same transition graph in every node type (one RGAT over the T types as channels)
+        a = self.homo(self.hete(x, g), g)  # hete -> homo
+        b = self.hete(self.homo(x, g), g)  # homo -> hete
         w = torch.softmax(self.gate(torch.cat([a, b], -1)), -1)
         return w[..., :1] * a + w[..., 1:] * b
 
@@ -99,27 +98,27 @@ class MMSR(SessionGraphModel):
     def user_vectors(self, input_ids: Tensor) -> Tensor:
         input_ids = input_ids[:, -self.max_len:]
         B, L = input_ids.shape
-        nodes, alias, rel = session_graph(input_ids)
-        U = nodes.shape[1]
+        g = session_graphs(input_ids)
+        M = g.items.numel()
         valid_pos = input_ids > 0
         # mean distance-from-the-end of the positions where each node's item occurs
-        dist = (L - 1 - torch.arange(L, device=input_ids.device)).float().expand(B, L) * valid_pos
-        tot = torch.zeros(B, U, device=input_ids.device).scatter_add_(1, alias, dist)
-        cnt = torch.zeros(B, U, device=input_ids.device).scatter_add_(1, alias, valid_pos.float())
-        pos = self.pos_emb((tot / cnt.clamp(min=1)).round().long().clamp(max=self.max_len - 1))  # [B, U, d]
-        x = torch.stack([self.id_emb(nodes)] + [self.tables[m](nodes) for m in self.cfg.modalities], 2)
-        T = x.shape[2]
-        types = self.type_emb.weight[None, None].expand(B, U, T, -1)
-        h = self.w_pos_type(torch.cat([x, types, pos[:, :, None].expand(-1, -1, T, -1)], -1))
-        node_ok = (nodes > 0)[:, :, None, None]
+        node, dist = g.alias[valid_pos], (L - 1 - torch.arange(L, device=input_ids.device)).expand(B, L)[valid_pos]
+        tot = torch.zeros(M, device=input_ids.device).index_add_(0, node, dist.float())
+        cnt = torch.zeros(M, device=input_ids.device).index_add_(0, node, torch.ones_like(dist, dtype=torch.float))
+        pos = (tot / cnt).round().long().clamp(max=self.max_len - 1)  # [M]
+        # h = W_pt [x; type; pos] + b, as W_x x + W_t type + W_p pos + b: the x part once per item of the batch
+        # (the prefixes of a window share their items), the pos part once per position embedding
+        W_x, W_t, W_p = self.w_pos_type.weight.split(self.cfg.dim, 1)
+        items, node_item = torch.unique(g.items, return_inverse=True)
+        x = torch.stack([self.id_emb(items)] + [self.tables[m](items) for m in self.cfg.modalities], 1)  # [I, T, d]
+        h = (x @ W_x.t())[node_item] + (self.pos_emb.weight @ W_p.t())[pos, None] \
+            + F.linear(self.type_emb.weight, W_t, self.w_pos_type.bias)  # [M, T, d]
         for layer in self.layers:
-            h = self.drop(layer(h, rel)) * node_ok
-        items = h[:, :, 0]  # item-node states
-        seq_h = items.gather(1, alias.unsqueeze(-1).expand(-1, -1, items.shape[-1]))  # [B, L, d]
+            h = g.node_dropout(layer(h, g), self.drop.p, self.training)
+        seq_h = g.per_position(h[:, 0])  # item-node states of the positions [B, L, d]
         m = valid_pos.unsqueeze(-1).float()
         h_long = (seq_h * m).sum(1) / m.sum(1).clamp(min=1)
-        recent = valid_pos.clone()
-        recent[:, : max(L - self.cfg.q, 0)] = False
-        a = self.W2(torch.relu(self.W1(seq_h))).squeeze(-1).masked_fill(~recent, -1e9)
-        h_short = (torch.softmax(a, 1).unsqueeze(-1) * seq_h).sum(1)
+        recent = valid_pos[:, -self.cfg.q:]  # the last q positions
+        a = self.W2(torch.relu(self.W1(seq_h[:, -self.cfg.q:]))).squeeze(-1).masked_fill(~recent, -1e9)
+        h_short = (torch.softmax(a, 1).unsqueeze(-1) * seq_h[:, -self.cfg.q:]).sum(1)
         return self.W3(torch.cat([h_short, h_long], -1))
