@@ -151,3 +151,18 @@ def test_session_graphs_are_the_padded_graphs():
     for case in ("mmsr", "kdsr_graph"):
         s = build(case, False).eval().score_all(torch.tensor([[0, 0, 0], [0, 4, 2]]))
         assert torch.isfinite(s[:, 1:]).all()
+
+
+@pytest.mark.parametrize("case", ["mmsr", "kdsr_graph"])
+def test_mixed_precision(case):
+    """Under autocast (the trainer's CUDA amp; CPU bf16 here) the layers mix bf16 products with float32 softmax
+    weights: the model trains, and its loss stays within bf16 rounding of the padded reference's."""
+    losses = []
+    for reference in (False, True):
+        model = build(case, reference).float().train()
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(batches(1)[0])
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], rtol=1e-2)

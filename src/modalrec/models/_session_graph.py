@@ -107,7 +107,8 @@ class SessionGraphs:
         top = top.scatter_reduce(0, idx, logits.detach(), "amax")  # the softmax is shift-invariant: no gradient
         ex = (logits - top[src]).exp()
         den = ex.new_zeros(top.shape).index_add_(0, src, ex)
-        return values.new_zeros((M,) + values.shape[1:]).index_add_(0, src, (ex / den[src]).unsqueeze(-1) * values)
+        weighted = (ex / den[src]).unsqueeze(-1) * values  # (float32 under autocast, like the logits)
+        return weighted.new_zeros((M,) + weighted.shape[1:]).index_add_(0, src, weighted)
 
     def per_position(self, h: Tensor) -> Tensor:
         """Node states ``[M, d]`` -> ``[B, L, d]`` states of the positions (zeros at padding)."""
