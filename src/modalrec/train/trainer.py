@@ -268,12 +268,15 @@ def deterministic_on_cpu(device: torch.device):
 
     prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     prev_fill = det.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms also imports torch._inductor (1.5-2.4 s a process) only to set Inductor's
+    # own flag; nothing here compiles, so the kernels' switch is set directly
+    set_deterministic = torch._C._set_deterministic_algorithms
+    set_deterministic(True, warn_only=True)
     det.fill_uninitialized_memory = False  # NaN-filling every torch.empty (a debugging aid) cost KDSR ~5% per step
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        set_deterministic(prev, warn_only=prev_warn)
         det.fill_uninitialized_memory = prev_fill
 
 
