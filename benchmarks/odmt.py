@@ -12,6 +12,11 @@ below a float32 copy of the catalogue (also printed).
 
 On CUDA the steps run under autocast as the trainer does (bf16, or fp16 with a GradScaler where bf16 is missing) and
 the peak GPU memory of each model is printed too.
+
+Next to each model's training rate it prints an *estimated compute bound*: the matrix-product FLOPs of one training
+step (forward and backward, counted by ``torch.utils.flop_counter`` on a step of the benchmark) divided by the fp32
+matrix-product rate measured here and now for the step's main shapes (tower linears over ~32k tokens, the fp16
+projection chunks), i.e. the rate the model would reach if everything but its matrix products were free.
 """
 
 from __future__ import annotations
@@ -70,6 +75,38 @@ def windows(n_users: int, n_items: int, seed: int, max_len: int) -> TrainWindows
     for u, n in enumerate(lengths):
         items[u, max_len + 1 - n:] = rng.choice(n_items, size=n, p=p) + 1
     return TrainWindows(items=items, lengths=lengths, users=np.arange(n_users), max_len=max_len)
+
+
+def step_flops(model, batch) -> float:
+    """Matrix-product FLOPs (mm, addmm, bmm, attention) of one training step, forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model.loss(batch)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(d: int, d_tokens: int, device: torch.device, repeats: int = 5) -> float:
+    """Median fp32 GFLOP/s of the step's main matrix products: linears over 32k tokens of width d (qkv, out, FFN
+    in/out, their weight gradients) and the projection of 400 fp16-converted token rows of width ``d_tokens``."""
+    shapes = [(32768, d, 3 * d), (32768, d, 4 * d), (32768, 4 * d, d), (4 * d, 32768, d), (400, d_tokens, d),
+              (d, 400, d_tokens)]
+    rates = []
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        rates.append(2 * m * k * n / sorted(times)[repeats // 2] / 1e9)
+    return float(np.median(rates))
 
 
 def main() -> None:
@@ -144,6 +181,7 @@ def main() -> None:
                 if step:  # the first step warms up allocators and the page cache
                     t_train += time.perf_counter() - t0
                     seqs += batch.input_ids.shape[0]
+            flops = step_flops(model, batch) if not cuda else None  # on the last batch; not timed
             model.eval()
             sync()
             t0 = time.perf_counter()
@@ -160,10 +198,16 @@ def main() -> None:
                 t_score = time.perf_counter() - t0
             mem = proc_mem_mb()
             gpu = f" | GPU peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if cuda else ""
-            print(f"{name:10s} train {seqs / t_train:7.1f} seq/s ({train_cfg.batch_size} users/step, "
+            bound = ""
+            if flops:
+                rate = matmul_rate(model.cfg.d, max(c.tokens.shape[-1] for c in tokens.values()), device)
+                users_per_step = batch.input_ids.shape[0]
+                bound = (f" (estimated compute bound {users_per_step * rate * 1e9 / flops:5.0f} seq/s: "
+                         f"{flops / 1e9:.1f} GFLOP/step at {rate:.0f} GFLOP/s)")
+            print(f"{name:10s} train {seqs / t_train:7.1f} seq/s{bound} ({train_cfg.batch_size} users/step, "
                   f"{a.steps} steps) | catalogue tower {n_items / t_cat:7.0f} items/s | scoring "
-                  f"{1024 / t_score:7.0f} users/s | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, +{mem['RssAnon'] - base_anon:.0f} since "
-                  f"caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
+                  f"{1024 / t_score:7.0f} users/s | RSS {mem['VmRSS']:.0f} MiB (anon {mem['RssAnon']:.0f}, "
+                  f"+{mem['RssAnon'] - base_anon:.0f} since caches loaded; file-backed {mem['RssFile']:.0f}){gpu}")
             del model, opt
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"summary: peak RSS {peak:.0f} MiB for N={n_items} (fp16 caches {fp16_mb:.0f} MiB, float32 copy would be "

@@ -21,26 +21,39 @@ def test_window_mask_keeps_target_and_masks_past_and_future():
     # user 0 repeats item 5: its window is [5, 7, 5, 9]; user 1's window is [2, 9]
     b = batch_from_windows([[5, 7, 5, 9], [2, 9]], max_len=3)
     cand = build_candidates(b.input_ids, b.targets)
-    items = cand.col_items.tolist()
-    assert items == [5, 7, 5, 0, 0, 2, 9, 9]  # inputs of both users (row-major), then each user's last target
-    # query (user 0, target 7 at position 0): label column 1; item 5 (past), 9 (future) and padding masked
-    q = 0
-    assert cand.label_col[q] == 1 and not cand.mask[q, 1]
-    for c, it in enumerate(items):
-        if c != 1:
-            expect = it in (5, 7, 9, 0)
-            assert bool(cand.mask[q, c]) == expect, (c, it)
-    # query (user 0, target 5 at position 1): the repeated item's own occurrence (column 2) is the label, kept;
-    # the other occurrence of 5 (column 0) stays masked
-    q = 1
-    assert cand.label_col[q] == 2 and not cand.mask[q, 2] and cand.mask[q, 0]
-    # query (user 0, last target 9): label is the appended column 6; user 1's occurrence of 9 (col 7) masked too
-    q = 2
-    assert cand.label_col[q] == 6 and not cand.mask[q, 6] and cand.mask[q, 7]
-    # user 1's query (target 9): user 0's items 5 and 7 are negatives, its own 2 is masked
-    q = 3
-    assert cand.label_col[q] == 7
-    assert [bool(cand.mask[q, c]) for c in range(8)] == [False, False, False, True, True, True, True, False]
+    # the released code's occurrence columns are 5, 7, 5, 0, 0, 2, 9, 9; one column per distinct item here
+    assert cand.col_items.tolist() == [2, 5, 7, 9]
+    log2 = math.log(2.0)
+    # query (user 0, target 7 at position 0): its items 5 (past) and 9 (future) masked; padding has no column
+    # query (user 0, target 5 at position 1): the label column stands for the label occurrence only (count 1),
+    #   the other occurrence of 5 is masked
+    # query (user 0, last target 9): user 1's occurrence of 9 is masked too: count 1
+    # user 1's query (target 9): user 0's items 5 (twice: log 2) and 7 are negatives, its own 2 is masked
+    assert cand.label_col.tolist() == [2, 1, 3, 3]
+    assert cand.mask.tolist() == [[False, True, False, True], [False, False, True, True],
+                                  [False, True, True, False], [True, False, False, False]]
+    assert torch.allclose(cand.log_count, torch.tensor([[0.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, log2, 0, 0]]))
+
+
+def test_grouped_columns_give_the_occurrence_softmax():
+    """Per query, the softmax over the distinct items with ``+ log count`` equals the released code's softmax over
+    every occurrence column (masks as described in the module docstring), label by label."""
+    torch.manual_seed(3)
+    windows = [[5, 7, 5, 9], [2, 9], [9, 9, 4, 2, 5], [3]]
+    b = batch_from_windows(windows, max_len=4)
+    B, L = b.input_ids.shape
+    cand = build_candidates(b.input_ids, b.targets)
+    occ = torch.cat([b.input_ids.reshape(-1), b.targets[:, -1]])
+    vec, state = torch.randn(10, 3), torch.randn(B * L, 3)
+    z = inbatch_logits(state[cand.query_index], vec[cand.col_items], cand, None) + cand.log_count
+    qb, qt = torch.nonzero(b.targets, as_tuple=True)
+    for q in range(len(qb)):
+        u, t = int(qb[q]), int(qt[q])
+        window = set(torch.cat([b.input_ids[u], b.targets[u, -1:]]).tolist())
+        label = u * L + t + 1 if t < L - 1 else B * L + u
+        keep = [c for c in range(len(occ)) if c == label or (occ[c] != 0 and int(occ[c]) not in window)]
+        ref = torch.log_softmax(state[u * L + t] @ vec[occ[keep]].T, -1)[keep.index(label)]
+        assert torch.log_softmax(z[q], -1)[cand.label_col[q]].item() == pytest.approx(ref.item(), abs=1e-6)
 
 
 def test_debiased_loss_matches_hand_computation():
@@ -85,5 +98,5 @@ def test_last_position_only_batches_are_supported():
     b = batch_from_windows([[1, 2, 3], [4, 5]], max_len=2)
     b.targets[:, :-1] = 0
     cand = build_candidates(b.input_ids, b.targets)
-    assert cand.label_col.tolist() == [4, 5]  # the appended last targets
+    assert cand.label_col.tolist() == [2, 4]  # columns 1, 2, 3, 4, 5: the last targets 3 and 5
     assert cand.col_items[cand.label_col].tolist() == [3, 5]

@@ -212,8 +212,9 @@ def test_loss_is_the_summed_branch_ces_plus_the_ramped_distillation():
         m.on_epoch_start(2)
         out = m.loss(b)
         logits, cand = m.branch_logits(b)
-        ce = sum(F.cross_entropy(z, cand.label_col) for z in logits.values())
-        kd = sum(online_distillation(logits, cfg["T"], cfg.get("kd_form", "soft_ce")).values())
+        ce = sum(F.cross_entropy(z + cand.log_count, cand.label_col) for z in logits.values())
+        kd = sum(online_distillation(logits, cfg["T"], cfg.get("kd_form", "soft_ce"),
+                                     log_count=cand.log_count).values())
         w = rampup_weight(2, 4.0)
         assert out["kd_weight"].item() == pytest.approx(w) and 0 < w < 1
         assert out["loss"].item() == pytest.approx((ce + w * kd).item(), rel=1e-5)
@@ -221,7 +222,8 @@ def test_loss_is_the_summed_branch_ces_plus_the_ramped_distillation():
     m = build_model("odmt", {"objective": "late_fusion"}, ctx).eval()
     logits, cand = m.branch_logits(b)
     ens = torch.stack(list(logits.values())).mean(0)
-    assert m.loss(b)["loss"].item() == pytest.approx(F.cross_entropy(ens, cand.label_col).item(), rel=1e-5)
+    assert m.loss(b)["loss"].item() == pytest.approx(F.cross_entropy(ens + cand.log_count, cand.label_col).item(),
+                                                     rel=1e-5)
 
 
 def test_training_logits_are_debiased_by_training_popularity_but_scores_are_raw():

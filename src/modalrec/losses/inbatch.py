@@ -1,13 +1,20 @@
 """Debiased in-batch softmax (ODMT paper Eq. 5-6, as the released code computes it).
 
-Candidates are *every item occurrence* of the batch's training windows (B·(L+1) columns, duplicates kept): sampling
-negatives from the batch draws an item in proportion to its popularity, which is why each column's logit is corrected
-by ``- log pop(item)``, the positive included. For the query at position ``t`` of user ``b``:
+The released code's candidates are *every item occurrence* of the batch's training windows (B·(L+1) columns,
+duplicates kept): sampling negatives from the batch draws an item in proportion to its popularity, which is why each
+column's logit is corrected by ``- log pop(item)``, the positive included. For the query at position ``t`` of user
+``b``:
 
 - columns of padding (item 0) are masked;
 - every column whose item occurs anywhere in user ``b``'s own window (past *and* future positions) is masked, except
   the query's own label column, so the user's other items are never negatives (false negatives);
 - only positions with a target (``targets != 0``) are queries.
+
+Here the columns are the batch's *distinct* items instead (about a quarter as many): the unmasked occurrences of one
+item all have the same logit, so in every softmax sum they count as that item's logit plus ``log n``, n = the number
+of them (:attr:`InBatchCandidates.log_count`: the item's occurrences in the batch, 1 for the query's label, which
+stands only for the label occurrence, 0 occurrences for a masked item). The losses are the same sums grouped by item
+(:func:`inbatch_ce`; ``losses.online_distill`` takes ``log_count`` too), up to float rounding.
 
 Masked logits are set to a large *finite* negative value, not ``-inf``: the soft cross-entropy of online distillation
 multiplies teacher probabilities (exactly 0 there) by student log-probabilities, and ``0 · -inf`` would be NaN.
@@ -28,15 +35,17 @@ MASK_VALUE = -1e4  # what the released code uses; exp(-1e4 / T) underflows to ex
 class InBatchCandidates:
     """The column layout of one batch, shared by every branch (computed once per step).
 
-    ``col_items [C]``: item id of each column (C = B·L + B: every input position, then each user's last target).
+    ``col_items [K]``: the distinct non-padding items of the batch's windows, ascending, one column each.
     ``label_col [Q]``: the label column of each query; ``query_index [Q]``: flat index ``b·L + t`` of each query in
-    the ``[B, L]`` grid; ``mask [Q, C]``: True where the column is *excluded* for that query.
+    the ``[B, L]`` grid; ``mask [Q, K]``: True where the column is *excluded* for that query; ``log_count [Q, K]``:
+    log of the number of the released code's occurrence columns the column stands for (0 where masked).
     """
 
     col_items: Tensor
     label_col: Tensor
     query_index: Tensor
     mask: Tensor
+    log_count: Tensor
 
 
 def log_popularity(item_counts: Tensor) -> Tensor:
@@ -55,8 +64,8 @@ def build_candidates(input_ids: Tensor, targets: Tensor) -> InBatchCandidates:
 
     The batch must satisfy the engine's teacher-forcing layout: ``targets[:, t] == input_ids[:, t+1]`` wherever
     ``targets[:, t] != 0`` and ``t < L-1``. Then the user's window is ``input_ids[b] ++ targets[b, -1]`` and the label
-    of the query at ``(b, t)`` is the column of ``input_ids[b, t+1]`` (or of the appended last target). A batch that
-    trains only the last position (all other targets 0) satisfies this too.
+    of the query at ``(b, t)`` is its target, the occurrence ``input_ids[b, t+1]`` (or the appended last target). A
+    batch that trains only the last position (all other targets 0) satisfies this too.
     """
     B, L = input_ids.shape
     if targets.shape != input_ids.shape:
@@ -64,32 +73,37 @@ def build_candidates(input_ids: Tensor, targets: Tensor) -> InBatchCandidates:
     shifted_ok = (targets[:, :-1] == 0) | (targets[:, :-1] == input_ids[:, 1:])
     if not bool(shifted_ok.all()):
         raise ValueError("in-batch softmax needs teacher-forced batches: targets[:, t] must equal input_ids[:, t+1]")
-    device = input_ids.device
-    window = torch.cat([input_ids, targets[:, -1:]], dim=1)  # [B, L+1]: the user's training window
-    col_items = torch.cat([input_ids.reshape(-1), targets[:, -1]])  # [C], C = B·L + B
-    # in_window[b, c]: column c's item occurs somewhere in user b's window. Memory B·(L+1)·C booleans per step.
-    in_window = (window.unsqueeze(2) == col_items.view(1, 1, -1)).any(dim=1)  # [B, C]
-
+    window = torch.cat([input_ids, targets[:, -1:]], dim=1)  # [B, L+1]: the user's window = its occurrence columns
+    items, window_k = torch.unique(window, return_inverse=True)  # distinct items (0 first when there is padding)
+    count = torch.bincount(window_k.reshape(-1), minlength=len(items))
+    has = torch.zeros(B, len(items), dtype=torch.bool, device=input_ids.device).scatter_(1, window_k, True)
+    if bool(items[0] == 0):  # padding: masked for every query, so no column at all
+        items, count, has = items[1:], count[1:], has[:, 1:]
     qb, qt = torch.nonzero(targets, as_tuple=True)  # queries in row-major (b, t) order: deterministic
-    label_col = torch.where(qt < L - 1, qb * L + qt + 1, B * L + qb)
-    mask = in_window[qb] | (col_items == 0).unsqueeze(0)  # [Q, C]
-    mask[torch.arange(qb.numel(), device=device), label_col] = False
-    return InBatchCandidates(col_items=col_items, label_col=label_col, query_index=qb * L + qt, mask=mask)
+    label_col = torch.searchsorted(items, targets[qb, qt])
+    rows = torch.arange(qb.numel(), device=input_ids.device)
+    mask = has[qb]  # [Q, K]: the user's own items are excluded ...
+    mask[rows, label_col] = False  # ... except the label, whose column stands for the label occurrence only
+    log_count = count.to(torch.float32).log().expand_as(mask).masked_fill(mask, 0.0)
+    log_count[rows, label_col] = 0.0
+    return InBatchCandidates(col_items=items, label_col=label_col, query_index=qb * L + qt, mask=mask,
+                             log_count=log_count)
 
 
 def inbatch_logits(queries: Tensor, columns: Tensor, cand: InBatchCandidates, log_pop: Tensor | None) -> Tensor:
-    """Debiased, masked logits ``[Q, C]`` in float32.
+    """Debiased, masked logits ``[Q, K]`` in float32: the logit of each of the column's occurrences.
 
-    ``queries [Q, d]`` are the user vectors at the query positions, ``columns [C, d]`` the item vectors of the
+    ``queries [Q, d]`` are the user vectors at the query positions, ``columns [K, d]`` the item vectors of the
     columns. ``log_pop [N+1]`` (see :func:`log_popularity`) or None for no popularity correction.
     """
     with torch.autocast(queries.device.type, enabled=False):  # float32 logits even under AMP
-        z = queries.float() @ columns.float().T
-        if log_pop is not None:
-            z = z - log_pop[cand.col_items].unsqueeze(0)
-        return z.masked_fill(cand.mask, MASK_VALUE)
+        if log_pop is None:
+            z = queries.float() @ columns.float().T
+        else:  # the correction is added by the product itself (one [Q, K] pass less)
+            z = torch.addmm(log_pop[cand.col_items].neg().unsqueeze(0), queries.float(), columns.float().T)
+        return z.masked_fill_(cand.mask, MASK_VALUE)  # in place: the product's backward does not need its output
 
 
 def inbatch_ce(logits: Tensor, cand: InBatchCandidates) -> Tensor:
-    """Mean cross-entropy of the label columns over all queries."""
-    return F.cross_entropy(logits, cand.label_col)
+    """Mean cross-entropy of the label columns over all queries (over the occurrences: ``logits + log_count``)."""
+    return F.cross_entropy(logits + cand.log_count, cand.label_col)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
@@ -69,16 +70,132 @@ def check_config(cfg: "ODMT.Config", key: str) -> None:
 # Transformer pieces: the engine's blocks (models/sasrec.py), configured as in the released ODMT code: post-LN,
 # ReLU feed-forward of width 4d. (The released code has bias-free attention projections and LayerNorm eps 1e-6;
 # the engine's block has biases and eps 1e-5, a negligible difference we accept to share one implementation.)
+#
+# The blocks keep the engine's parameters, but ODMT runs them through :func:`run_block` rather than
+# ``Block.forward``: the same function, computed faster on CPU (docs/odmt.md, "Performance"; on other devices the
+# dropouts are the fused ``F.dropout`` / SDPA kernels):
+# - dropout (:func:`dropout`) draws only the dropped positions, as geometric gaps: about p·n random numbers instead
+#   of n, the same distribution as ``nn.Dropout`` but another random stream (Bernoulli masks were a fifth of a step);
+# - attention is the math of ``F.scaled_dot_product_attention`` written out when it has dropout, and SDPA's fused
+#   kernel when it has none (evaluation), on an additive mask built once per forward;
+# - ``rows``: only some query positions are computed (the tower's last block needs only its CLS and ID outputs, the
+#   user encoder's last block at scoring only the last position); keys and values still cover every token.
 
 
 def block(d: int, heads: int, dropout: float) -> Block:
-    """A post-LN Transformer block whose ``forward(x, keep)`` takes any boolean mask ``[B, 1, S, S]``."""
+    """A post-LN, ReLU, 4d-wide Transformer block (run by :func:`run_block`)."""
     return Block(d, heads, dropout, ffn_mult=4, act="relu", norm_first=False)
+
+
+def dropped_positions(n: int, p: float, device: torch.device) -> Tensor:
+    """Sorted flat indices of the dropped elements of an ``n``-element tensor, each element independently with
+    probability ``p`` (as ``nn.Dropout`` drops them), sampled as the gaps between dropped elements: geometric,
+    ``1 + floor(log(1 - u) / log(1 - p))`` for uniform ``u`` (float64; twice as fast as ``geometric_``)."""
+    mean = n * p
+    k = int(mean + 6.0 * math.sqrt(mean) + 16)  # enough gaps to pass n almost always; more are drawn when not
+    pos = None
+    while pos is None or int(pos[-1]) < n:
+        u = torch.rand(k, dtype=torch.float64, device=device)
+        more = u.neg_().log1p_().div_(math.log1p(-p)).floor_().add_(1).long().cumsum_(0)
+        pos = more.sub_(1) if pos is None else torch.cat([pos, more.add_(pos[-1])])
+    return pos[: int(torch.searchsorted(pos, n))]
+
+
+class _Dropout(torch.autograd.Function):
+    """``x · scale`` with the elements at ``pos`` (flat indices) zeroed, in the output and in its gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, pos: Tensor, scale: float) -> Tensor:
+        y = x.contiguous() * scale
+        y.view(-1).index_fill_(0, pos, 0.0)
+        ctx.save_for_backward(pos)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (pos,) = ctx.saved_tensors
+        g = grad.contiguous() * ctx.scale
+        g.view(-1).index_fill_(0, pos, 0.0)
+        return g, None, None
+
+
+class _ReluDropout(torch.autograd.Function):
+    """``relu(x)`` in place with the elements at ``pos`` zeroed and *not* rescaled (the caller folds ``1/(1-p)`` into
+    the next Linear's weight): one pass forward, one backward (``relu'`` and the mask are both "output > 0"). ``x``
+    must be a Linear's output, which nothing else reads."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, pos: Tensor) -> Tensor:
+        y = x.relu_()
+        y.view(-1).index_fill_(0, pos, 0.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0.0), None
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout, distributed as ``F.dropout`` (on CPU the mask from :func:`dropped_positions`; elsewhere
+    ``F.dropout`` itself, a fused kernel there)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return _Dropout.apply(x, dropped_positions(x.numel(), p, x.device), 1.0 / (1.0 - p))
+
+
+def attention_bias(keep: Tensor) -> Tensor:
+    """Boolean "may attend" mask -> the additive mask of :func:`attention` (0 / -inf)."""
+    return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, -math.inf)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, p: float) -> Tensor:
+    """``softmax(q kᵀ / √dh + bias)`` with dropout ``p``, times ``v``: ``q [B, H, Sq, dh]``, ``k, v [B, H, S, dh]``,
+    ``bias`` broadcast to ``[B, H, Sq, S]``. Every query row must have a key with bias 0."""
+    if p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-2, -1)).add_(bias)
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), p, True), v)
+
+
+def run_block(blk: Block, x: Tensor, bias: Tensor, rows: Tensor | None = None) -> Tensor:
+    """What ``blk(x, mask)`` computes for a post-LN ReLU :class:`Block`, with the additive mask ``bias``
+    ``[B, 1, S or 1, S]`` (:func:`attention_bias`); with ``rows`` (indices into S) only those query positions,
+    ``[B, len(rows), d]``."""
+    B, S, d = x.shape
+    H = blk.attn.heads
+    p = blk.attn.dropout if blk.training else 0.0
+    w, b = blk.attn.qkv.weight, blk.attn.qkv.bias
+    if rows is None:
+        res = x
+        q, k, v = F.linear(x, w, b).view(B, S, 3, H, d // H).permute(2, 0, 3, 1, 4)
+    else:
+        res = x.index_select(1, rows)
+        q = F.linear(res, w[:d], b[:d]).view(B, len(rows), H, d // H).transpose(1, 2)
+        k, v = F.linear(x, w[d:], b[d:]).view(B, S, 2, H, d // H).permute(2, 0, 3, 1, 4)
+        bias = bias if bias.shape[2] == 1 else bias.index_select(2, rows)
+    y = attention(q, k, v, bias, p).transpose(1, 2).reshape(B, res.shape[1], d)
+    x = blk.ln1(res + dropout(blk.attn.out(y), p, blk.training))
+    first, second = blk.ffn[0], blk.ffn[3]
+    if p == 0.0:
+        return blk.ln2(x + second(torch.relu(first(x))))
+    hidden = first(x.view(-1, d))  # 2-d: a tensor of its own (not a view), which the ReLU may overwrite
+    if x.device.type == "cpu":  # the dropout's 1/(1-p) goes into the second Linear's weight
+        h, w = _ReluDropout.apply(hidden, dropped_positions(hidden.numel(), p, x.device)), second.weight / (1.0 - p)
+    else:
+        h, w = F.dropout(torch.relu(hidden), p, True), second.weight
+    return blk.ln2(x + dropout(F.linear(h, w, second.bias).view_as(x), p, True))
 
 
 class UserEncoder(nn.Module):
     """One SASRec user encoder (paper-notes §3.5): LayerNorm on the item vectors, then the engine's
-    :class:`SASRecEncoder` (positions counted from the right, dropout, causal post-LN blocks).
+    :class:`SASRecEncoder` (positions counted from the right, dropout, causal post-LN blocks), its steps run with
+    :func:`run_block`.
 
     The released code normalises after adding positions, LN(x + pos); the engine adds positions inside its encoder,
     so here it is LN(x) + pos: the same function class.
@@ -89,9 +206,22 @@ class UserEncoder(nn.Module):
         self.ln = nn.LayerNorm(d)
         self.encoder = SASRecEncoder(d, max_len, layers, heads, dropout, ffn_mult=4, act="relu", norm_first=False)
 
-    def forward(self, item_vecs: Tensor, input_ids: Tensor) -> Tensor:
-        """``item_vecs [B, L, d]`` → user states ``[B, L, d]`` at every position (zeros at padding)."""
-        return self.encoder(self.ln(item_vecs), input_ids == 0)
+    def forward(self, item_vecs: Tensor, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        """``item_vecs [B, L, d]`` → user states ``[B, L, d]`` at every position (zeros at padding), or with
+        ``last_only`` the last position's ``[B, 1, d]``: ``SASRecEncoder.forward``, step by step."""
+        enc, L = self.encoder, input_ids.shape[1]
+        if L > enc.max_len:
+            raise ValueError(f"sequence of length {L} is longer than max_len={enc.max_len}")
+        pad = input_ids == 0
+        keep = (~pad).unsqueeze(-1).to(item_vecs.dtype)
+        pos = enc.pos(torch.arange(enc.max_len - L, enc.max_len, device=item_vecs.device))
+        x = dropout(self.ln(item_vecs) + pos, enc.drop.p, self.training) * keep
+        bias = attention_bias(enc.attention_mask(pad))
+        last = torch.tensor([L - 1], device=x.device) if last_only else None
+        for i, blk in enumerate(enc.blocks):
+            rows = last if i == len(enc.blocks) - 1 else None
+            x = run_block(blk, x, bias, rows) * (keep if rows is None else keep[:, -1:])
+        return enc.ln(x if last is None or len(enc.blocks) else x[:, -1:])
 
 
 def dnn(d: int) -> nn.Sequential:
@@ -130,6 +260,54 @@ def cls_features(cache: Any, chunk: int = 1024) -> np.ndarray:
     return out
 
 
+class _ProjectFP16(torch.autograd.Function):
+    """``Linear`` of frozen fp16 token rows ``tok [U, T, D]`` -> float32 ``[U, T, d]``, a few items at a time.
+
+    Each chunk (2 MiB as float32) is converted into one reused buffer and multiplied while it is in cache, and
+    converted again in the backward for the weight gradient, instead of a float32 copy of the whole block (100 MB for
+    400 items' image tokens: page faults, a pass to write it, the copy kept for the backward). The forward gives the
+    same values (row blocks of the same product); the weight gradient is summed chunk by chunk (rounding differs).
+    The projection's step was twice as fast so."""
+
+    CHUNK = 1 << 19  # elements
+
+    @staticmethod
+    def _chunks(tok: Tensor, weight: Tensor):
+        U, T, D = tok.shape
+        step = max(1, _ProjectFP16.CHUNK // (T * D))
+        buf = torch.empty(min(U, step) * T, D, dtype=weight.dtype, device=weight.device)
+        for s in range(0, U, step):
+            rows = tok[s:s + step].reshape(-1, D)
+            yield s, s + step, buf[:len(rows)].copy_(rows)
+
+    @staticmethod
+    def forward(ctx, tok: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        d = weight.shape[0]
+        out = torch.empty(*tok.shape[:2], d, dtype=weight.dtype, device=weight.device)
+        for s, e, x in _ProjectFP16._chunks(tok, weight):
+            torch.addmm(bias, x, weight.t(), out=out[s:e].view(-1, d))
+        ctx.save_for_backward(tok, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+        tok, weight = ctx.saved_tensors
+        d = weight.shape[0]
+        grad = grad.contiguous()
+        gw = torch.zeros_like(weight)
+        for s, e, x in _ProjectFP16._chunks(tok, weight):
+            gw = torch.addmm(gw, grad[s:e].view(-1, d).t(), x)
+        return None, gw, grad.view(-1, d).sum(0)
+
+
+def project_tokens(proj: nn.Linear, tok: Tensor) -> Tensor:
+    """``proj`` of fp16 token rows: chunked on CPU (:class:`_ProjectFP16`); elsewhere one ``Linear`` (under the
+    trainer's autocast on CUDA)."""
+    if tok.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        return _ProjectFP16.apply(tok, proj.weight, proj.bias)
+    return proj(tok.to(proj.weight.dtype))
+
+
 class ItemTower(nn.Module):
     """Branch item vectors for a set of item ids, read from the token caches on demand.
 
@@ -151,7 +329,6 @@ class ItemTower(nn.Module):
                                                       f"expected N+1 = {ctx.n_items + 1}")
         d = cfg.d
         self.proj = nn.ModuleDict({m: nn.Linear(_cache_dim(c), d) for m, c in self.caches.items()})
-        self.in_drop = nn.Dropout(cfg.dropout)
         if cfg.tower == "imt":
             self.blocks = nn.ModuleList(block(d, cfg.tower_heads, cfg.dropout) for _ in range(cfg.tower_layers))
         else:
@@ -188,15 +365,15 @@ class ItemTower(nn.Module):
     def _tokens(self, m: str, ids: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         """Projected tokens ``[U, T', d]`` and key mask ``[U, T']`` of items ``ids``, global token first.
 
-        Only these rows are read from the memory map and converted to float. Without a CLS token in the cache, the
-        masked mean of the projected tokens is prepended as the global token (T' = T + 1).
+        Only these rows are read from the memory map, and converted to float chunk by chunk (:func:`project_tokens`).
+        Without a CLS token in the cache, the masked mean of the projected tokens is prepended as the global token
+        (T' = T + 1).
         """
         idx = ids.cpu().numpy()
         cache = self.caches[m]
         tok = torch.from_numpy(np.ascontiguousarray(cache.tokens[idx])).to(device, non_blocking=True)
         mask = torch.from_numpy(np.ascontiguousarray(cache.mask[idx])).to(device, non_blocking=True)
-        proj = self.proj[m]
-        x = proj(tok.to(proj.weight.dtype))
+        x = project_tokens(self.proj[m], tok)
         if not has_cls_token(cache):
             w = mask.unsqueeze(-1).to(x.dtype)
             glob = (x * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)
@@ -206,10 +383,21 @@ class ItemTower(nn.Module):
         mask[:, 0] = True  # the global token is always a valid key (also for items without this modality)
         return x, mask
 
+    @staticmethod
+    def _run(blocks: nn.ModuleList, x: Tensor, bias: Tensor, rows: Tensor) -> Tensor:
+        """The blocks over ``x [U, S, d]``; the last one computes only the query positions ``rows`` (without
+        blocks, those positions of ``x``)."""
+        if not len(blocks):
+            return x.index_select(1, rows)
+        for i, blk in enumerate(blocks):
+            x = run_block(blk, x, bias, rows if i == len(blocks) - 1 else None)
+        return x
+
     def forward(self, ids: Tensor) -> dict[str, Tensor]:
         device = self.heads[self.branches[0]][0].weight.device
         ids = ids.to(device)
         feats = {m: self._tokens(m, ids, device) for m in self.cfg.modalities}
+        p = self.cfg.dropout
         out: dict[str, Tensor] = {}
         if self.cfg.tower == "imt":
             xs = [feats[m][0] for m in self.cfg.modalities]
@@ -217,29 +405,25 @@ class ItemTower(nn.Module):
             if self.cfg.use_id:
                 xs.append(self.id_proj(self.id_emb(ids)).unsqueeze(1))
                 keys.append(torch.ones(len(ids), 1, dtype=torch.bool, device=device))
-            x = self.in_drop(torch.cat(xs, dim=1))
+            x = dropout(torch.cat(xs, dim=1), p, self.training)
             key = torch.cat(keys, dim=1)  # [U, S]
             S = x.shape[1]
             keep = key.unsqueeze(1).expand(-1, S, -1).clone()  # [U, S(q), S(k)]
             if self.cfg.use_id and self.cfg.id_mask:
                 keep[:, :-1, -1] = False  # modality tokens cannot attend to the ID token; the ID token sees all
-            keep = keep.unsqueeze(1)
-            for blk in self.blocks:
-                x = blk(x, keep)
-            start = 0
-            for m in self.cfg.modalities:
-                out[m] = x[:, start]  # the modality's CLS output
-                start += feats[m][0].shape[1]
-            if self.cfg.use_id:
-                out["id"] = x[:, -1]
+            bias = attention_bias(keep.unsqueeze(1))
+            # the outputs: each modality's CLS position, then the ID token (the last block computes only these)
+            starts = np.cumsum([0] + [feats[m][0].shape[1] for m in self.cfg.modalities]).tolist()
+            names = list(self.cfg.modalities) + (["id"] if self.cfg.use_id else [])
+            rows = torch.tensor(starts[:-1] + ([S - 1] if self.cfg.use_id else []), device=device)
+            x = self._run(self.blocks, x, bias, rows)
+            out = {name: x[:, i] for i, name in enumerate(names)}
         else:
+            rows = torch.zeros(1, dtype=torch.long, device=device)
             for m in self.cfg.modalities:
                 x, key = feats[m]
-                x = self.in_drop(x)
-                keep = key[:, None, None, :]
-                for blk in self.mod_blocks[m]:
-                    x = blk(x, keep)
-                out[m] = x[:, 0]
+                out[m] = self._run(self.mod_blocks[m], dropout(x, p, self.training),
+                                   attention_bias(key[:, None, None, :]), rows)[:, 0]
             if self.cfg.use_id:
                 out["id"] = self.id_proj(self.id_emb(ids))
         return {b: self.heads[b](out[b]) for b in self.branches}
@@ -340,8 +524,8 @@ class ODMT(SeqRecModel):
         return torch.cat([self.catalogue()[b] for b in self.branches], dim=1)
 
     # -- user side -------------------------------------------------------------------------------------------------
-    def _encode(self, item_vecs: dict[str, Tensor], input_ids: Tensor) -> dict[str, Tensor]:
-        return {b: self.users[b](item_vecs[b], input_ids) for b in self.branches}
+    def _encode(self, item_vecs: dict[str, Tensor], input_ids: Tensor, last_only: bool = False) -> dict[str, Tensor]:
+        return {b: self.users[b](item_vecs[b], input_ids, last_only) for b in self.branches}
 
     def _embed_sequence(self, input_ids: Tensor, table: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
         """Look up ``table[b][index]`` and zero the padding positions."""
@@ -350,7 +534,8 @@ class ODMT(SeqRecModel):
 
     # -- training --------------------------------------------------------------------------------------------------
     def branch_logits(self, batch: Batch) -> tuple[dict[str, Tensor], Any]:
-        """Debiased masked in-batch logits ``{branch: [Q, C]}`` and the candidate layout of the batch."""
+        """Debiased masked in-batch logits ``{branch: [Q, K]}`` (one column per distinct item of the batch) and the
+        candidate layout of the batch (``losses.inbatch``)."""
         input_ids, targets = batch.input_ids, batch.targets
         cand = build_candidates(input_ids, targets)
         # the tower runs once per distinct item of the batch: sequence inputs and candidates share its output
@@ -385,7 +570,8 @@ class ODMT(SeqRecModel):
         out["ce"] = ce.detach()
         total = ce
         if self.cfg.objective == "online_distill" and len(logits) > 1:
-            kds = online_distillation(logits, self.cfg.T, self.cfg.kd_form, self.cfg.detach_teacher)
+            kds = online_distillation(logits, self.cfg.T, self.cfg.kd_form, self.cfg.detach_teacher, cand.mask,
+                                      cand.log_count)
             kd = torch.stack(list(kds.values())).sum()
             out.update({f"kd_{b}": v.detach() for b, v in kds.items()})
             out["kd"] = kd.detach()
@@ -400,7 +586,7 @@ class ODMT(SeqRecModel):
         """Raw (not debiased) scores ``{branch: [B, N+1]}`` at the last position; column 0 = -inf."""
         cat = self.catalogue()
         ids = input_ids.to(self.log_pop.device)
-        states = self._encode(self._embed_sequence(ids, cat, ids), ids)
+        states = self._encode(self._embed_sequence(ids, cat, ids), ids, last_only=True)
         scores = {}
         for b in self.branches:
             s = states[b][:, -1].float() @ cat[b].T
