@@ -6,6 +6,7 @@ import os
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+
 import pytest
 
 from modalrec.encode.cache import load_features, load_tokens
@@ -110,6 +111,15 @@ def test_stage_token_caches(items_table, tiny_text_models, tiny_vision_models, t
     with pytest.warns(UserWarning):
         c = load_tokens(stage.run(params, "image_tokens", **kw))
     assert c.tokens.shape == (7, 17, 16) and c.has.tolist() == [False, True, True, False, False, False, True]
+    # encode.<key>.datasets.<ds> overrides the entry for that dataset only (the synthetic images' native size)
+    params["encode"]["text_tokens"]["datasets"] = {"toy": {"max_length": 4}, "other": {"max_length": 64}}
+    assert load_tokens(stage.run(params, "text_tokens", **kw)).tokens.shape == (7, 4, 16)
+    params["encode"]["image_tokens"]["datasets"] = {"toy": {"image_sise": 16}}
+    with pytest.raises(ParamError, match="image_sise"):
+        stage.run(params, "image_tokens", **kw)
+    params["encode"]["image_tokens"]["datasets"] = {"toy": 16}
+    with pytest.raises(ParamError, match="encode.image_tokens.datasets.toy"):
+        stage.run(params, "image_tokens", **kw)
 
 
 def test_clear_errors(items_table, tiny_vision_models, tmp_path, monkeypatch):

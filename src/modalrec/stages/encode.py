@@ -29,6 +29,21 @@ def output_path(dataset: str, modality: str, root: str | Path = "data/features")
     return Path(root) / dataset / OUTPUTS[modality][1]
 
 
+def for_dataset(entry: dict, dataset: str, key: str) -> dict:
+    """``entry`` with its ``datasets.<dataset>`` overrides applied (``datasets`` itself removed): e.g. the synthetic
+    catalogue's 96-px images are encoded at their native size instead of being upscaled to 224."""
+    if not isinstance(entry, dict):
+        raise ParamError(key, f"must be a mapping with at least `family`, got {entry!r}")
+    entry = dict(entry)
+    per_dataset = entry.pop("datasets", None) or {}
+    if not isinstance(per_dataset, dict):
+        raise ParamError(f"{key}.datasets", f"must map dataset names to encoder options, got {per_dataset!r}")
+    override = per_dataset.get(dataset) or {}
+    if not isinstance(override, dict):
+        raise ParamError(f"{key}.datasets.{dataset}", f"must be a mapping of encoder options, got {override!r}")
+    return {**entry, **override}
+
+
 def run(params: dict, modality: str, dataset: str | None = None, prepared_root: str | Path = "data/prepared",
         features_root: str | Path = "data/features", progress: bool = True) -> Path:
     """Encode ``modality`` (image | text | image_tokens | text_tokens) of ``dataset`` (default ``base.dataset``)."""
@@ -36,7 +51,7 @@ def run(params: dict, modality: str, dataset: str | None = None, prepared_root: 
         raise ParamError("encode", f"unknown modality {modality!r}; one of {sorted(OUTPUTS)}")
     ds = dataset or get(params, "base.dataset")
     key = f"encode.{modality}"
-    cfg = EncoderConfig.from_params(get(params, key), key)
+    cfg = EncoderConfig.from_params(for_dataset(get(params, key), ds, key), key)
     kind, _ = OUTPUTS[modality]
     if (cfg.pooling == "tokens") != modality.endswith("_tokens"):
         raise ParamError(f"{key}.pooling", "the token caches (image_tokens, text_tokens) need pooling: tokens; the "
