@@ -132,6 +132,40 @@ def time_layouts(backbones: list[str], cfgs: dict, ctx: ModelContext, windows, b
                   f"{np.abs(lp - lf).max():>11.1e}", flush=True)
 
 
+def term_table(ctx_for, windows, dim: int, seeds: int = 1) -> None:
+    """``--terms``: every weighted CDL term's gradient norm on the modality tables relative to the recommendation
+    loss's (KDSR.term_sizes on a fixed batch of training windows, at initialisation), for each holistic form x
+    teacher centring x supervised representation, at the ``kdsr`` preset's weights (1, 0.5)."""
+    from modalrec.models.kdsr import NEGLIGIBLE
+
+    print(f"{'form':<14} {'norm':<6} {'teacher':<9} {'CDL on':<7} " + " ".join(f"{k:>15}" for k in (
+        "img_hol", "img_code", "txt_hol", "txt_code")) + "   (gradient norm / rec loss's, on the tables; rec loss)")
+    for center in (False, True):
+        ctx = ctx_for(center)
+        for form, norm in (("soft_match", "pairs"), ("sigmoid_match", "pairs"), ("sigmoid_match", "rows"),
+                           ("frobenius", "pairs"), ("frobenius", "rows")):
+            for rep in ("raw", "scored"):
+                vals, recs = [], []
+                for sd in range(seeds):
+                    torch.manual_seed(sd)
+                    kd = build_model("kdsr", {"backbone": "sasrec", "holistic_loss": form, "represent": rep,
+                                              "norm": norm,
+                                              "backbone_cfg": {"dim": dim, "layers": 2, "heads": 1, "dropout": 0.2},
+                                              "weights": {"image": [1.0, 0.5], "text": [1.0, 0.5]}}, ctx)
+                    kd.cdl.cache.max_pairs = 0
+                    kd.on_fit_start(windows)
+                    kd.eval()
+                    t = kd.term_sizes()
+                    vals.append([t[f"terms/{m}_{k}_grad_ratio"] for m in ("image", "text")
+                                 for k in ("holistic", "code")])
+                    recs.append(t["terms/rec"])
+                v = np.mean(vals, 0)
+                flag = ["!" if x < NEGLIGIBLE else " " for x in v]
+                print(f"{form:<14} {norm:<6} {'centred' if center else 'raw m~':<9} {rep:<7} " + " ".join(
+                    f"{x:>14.2e}{f}" for x, f in zip(v, flag)) + f"   rec {np.mean(recs):.2f}", flush=True)
+    print(f"(! = under {NEGLIGIBLE:.0%} of the recommendation loss's gradient)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=30)
@@ -155,6 +189,9 @@ def main() -> None:
                     "padded one it replaced (alone and under kdsr) instead of CDL's overhead")
     ap.add_argument("--mdim", type=int, default=128, help="width of m~, so of the tuned modality tables, the CDL heads "
                     "and kdsr_graph (params.yaml compress.dim: 128; kdsr.D must divide it)")
+    ap.add_argument("--terms", action="store_true", help="print every CDL term's gradient size relative to the "
+                    "recommendation loss's (at initialisation; forms x teacher centring x representation) instead "
+                    "of timings; uses data/compressed/<name>/ when present")
     a = ap.parse_args()
     BATCH, DIM = a.batch, a.mdim
     D = TeacherConfig.D  # the kdsr.D default
@@ -169,6 +206,24 @@ def main() -> None:
     comp = {m: torch.sigmoid(torch.randn(n + 1, DIM, generator=g) * 2) for m in ("image", "text")}
     for c in comp.values():
         c[0] = 0
+    real = Path("data/compressed") / data_name
+    if a.terms and all((real / f"{m}.parquet").exists() for m in comp):
+        from modalrec.encode.cache import load_features
+
+        comp = {m: torch.from_numpy(load_features(real / f"{m}.parquet", n)[0]) for m in comp}
+        print(f"m~: the compress stage's codes in {real}")
+    if a.terms:
+        train = [q[:t] for q, t in zip(seqs, n_train)]
+
+        def ctx_for(center: bool) -> ModelContext:
+            cfg = TeacherConfig(D=D, codes=a.codes, quantizer="kmeans", xi="cos", pairs_cooccur=a.teacher_pairs,
+                                pairs_random=a.teacher_pairs, seed=0, center=center)
+            return ModelContext(n_items=n, max_len=MAXLEN, compressed=comp,
+                                teacher=fit_teacher(comp, train, cfg, progress=False)[0])
+
+        print(f"{data_name}: {len(windows):,} training windows; backbone d = {a.dim}")
+        term_table(ctx_for, windows, a.dim)
+        return
     t0 = time.perf_counter()
     teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs)
     print(f"{data_name}: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "

@@ -103,6 +103,12 @@ class ItemRepr(nn.Module):
         """Raw ``[N+1, d_m]`` modality vectors before projection (fixed features or trainable table)."""
         return getattr(self, f"feat_{m}") if self.kind == "frozen" else self.tables[m].weight
 
+    def modality_rows(self, m: str, ids: Tensor) -> Tensor:
+        """``[K, d]``: :meth:`modality_embedding` of the items ``ids [K]`` only (what the model scores with, for CDL:
+        the standardised rows of the trainable table through the modality's projection)."""
+        x = (self.modality_vectors(m).index_select(0, ids) - getattr(self, f"mu_{m}")) / getattr(self, f"sd_{m}")
+        return self.proj[m](x) * getattr(self, f"has_{m}").index_select(0, ids)
+
     def sources(self) -> list[Tensor]:
         """The ``[N+1, d]`` tables to fuse: ID first, then one per modality."""
         return [self.id_emb.weight] + [self.modality_embedding(m) for m in self.modalities]
@@ -181,6 +187,10 @@ class ReprSeqModel(SeqRecModel):
 
     def modality_tables(self) -> dict[str, nn.Embedding]:
         return self.items.modality_tables()
+
+    def modality_rows(self, m: str, ids: Tensor) -> Tensor:
+        """The scored modality representation of items ``ids`` (:meth:`ItemRepr.modality_rows`; KDSR's CDL input)."""
+        return self.items.modality_rows(m, ids)
 
     def id_table(self) -> nn.Embedding:
         return self.items.id_table()
