@@ -61,8 +61,9 @@ MAXLEN = 50
 
 
 def build_teacher(compressed: dict[str, torch.Tensor], sequences: list[np.ndarray], D: int, x: int, pairs: int,
-                  seed: int = 0):
-    cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed)
+                  seed: int = 0, center: bool = False):
+    cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed,
+                        center=center)
     teacher, _ = fit_teacher(compressed, sequences, cfg, progress=False)
     return teacher
 
@@ -175,7 +176,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="windows per batch (train.batch_size; KDSR's code: 256)")
     ap.add_argument("--codes", type=int, default=100, help="teacher codewords x (kdsr preset 100; released code 50)")
     ap.add_argument("--teacher-pairs", type=int, default=200_000, help="co-occurring and random pairs for the codebook")
-    ap.add_argument("--form", default="soft_match", choices=["soft_match", "frobenius"])
+    ap.add_argument("--form", default=None, choices=["soft_match", "sigmoid_match", "frobenius"],
+                    help="holistic form (default: the params.yaml kdsr preset's)")
+    ap.add_argument("--preset", default="kdsr", help="the params.yaml kdsr.presets entry whose CDL options (weights, "
+                    "holistic_loss, norm, code_pairs, represent, ...) the +CDL side uses; its teacher centring is "
+                    "kdsr.center")
     ap.add_argument("--backbones", nargs="+", default=None,
                     help="of sasrec gru4rec kdsr_graph mmsr (default sasrec gru4rec kdsr_graph; with "
                     "--layouts mmsr kdsr_graph)")
@@ -193,6 +198,15 @@ def main() -> None:
                     "recommendation loss's (at initialisation; forms x teacher centring x representation) instead "
                     "of timings; uses data/compressed/<name>/ when present")
     a = ap.parse_args()
+    from modalrec.losses.cdl import CDLConfig
+    from modalrec.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    preset = params["kdsr"]["presets"][a.preset]
+    cdl_opts = {k: v for k, v in preset.items() if k in CDLConfig.__dataclass_fields__ or k == "represent"}
+    if a.form:
+        cdl_opts["holistic_loss"] = a.form
+    center = bool(params["kdsr"].get("center", False))
     BATCH, DIM = a.batch, a.mdim
     D = TeacherConfig.D  # the kdsr.D default
     if DIM % D:
@@ -225,10 +239,10 @@ def main() -> None:
         term_table(ctx_for, windows, a.dim)
         return
     t0 = time.perf_counter()
-    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs)
+    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs, center=center)
     print(f"{data_name}: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
           f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}; "
-          f"backbone d = {a.dim}, m~ = {DIM}")
+          f"backbone d = {a.dim}, m~ = {DIM}; +CDL: preset {a.preset!r} {cdl_opts}, teacher centred: {center}")
     ctx = ModelContext(n_items=n, max_len=MAXLEN, compressed=comp, teacher=teacher)
     batches = [b for _, b in zip(range(a.batches + 1), train_batches(windows, BATCH, seed=0, epoch=1))]
 
@@ -251,7 +265,8 @@ def main() -> None:
     if a.layouts:
         graphs = [bb for bb in a.backbones or ["mmsr", "kdsr_graph"] if bb in ("mmsr", "kdsr_graph")]
         time_layouts(graphs, cfgs, ctx, windows, batches, n_batches, a.passes,
-                     {"image": [1.0, 0.5], "text": [1.0, 0.5]}, a.form)
+                     cdl_opts.get("weights", {"image": [1.0, 0.5], "text": [1.0, 0.5]}),
+                     cdl_opts.get("holistic_loss", "soft_match"))
         return
     print(f"{'backbone':<12} {'pass':<8} {'alone ms/step':>14} {'+CDL ms/step':>13} {'alone s/epoch':>14} "
           f"{'+CDL s/epoch':>13} {'overhead':>9} {'median':>7}")
@@ -263,8 +278,7 @@ def main() -> None:
         else:
             plain = build_model(bb, bcfg, ctx)
         torch.manual_seed(0)
-        kd = build_model("kdsr", {"backbone": bb, "backbone_cfg": bcfg, "holistic_loss": a.form,
-                                  "weights": {"image": [1.0, 0.5], "text": [1.0, 0.5]}}, ctx)
+        kd = build_model("kdsr", {**cdl_opts, "backbone": bb, "backbone_cfg": bcfg}, ctx)
         plain.train()
         kd.train()
         s_plain, s_kd = step_fn(plain), step_fn(kd)

@@ -3,6 +3,8 @@
 - ``id``: an ID embedding table only.
 - ``frozen``: ID embedding fused with a learned projection of the cached encoder features, which stay fixed
   (the KDSR paper's SASRM / "static modality" setting).
+- ``frozen_m``: as ``frozen``, but the fixed input is the compress stage's 128-d AE codes m~ (exactly what
+  ``tuned`` and KDSR start from), so a frozen baseline and the tuned models read the same features.
 - ``tuned``: ID embedding fused with per-item modality tables ``[N+1, 128]`` initialised from the compress stage's
   AE codes m~ and trained (KDSR's trainable e_a, e_v; the tables the CDL loss supervises), each projected to d.
 
@@ -25,7 +27,8 @@ from torch import Tensor, nn
 from ..errors import ParamError
 from .base import Batch, SeqRecModel
 
-KINDS = ("id", "frozen", "tuned")
+KINDS = ("id", "frozen", "frozen_m", "tuned")
+FROZEN = ("frozen", "frozen_m")  # fixed inputs (buffers), not trainable tables
 FUSIONS = ("sum", "concat", "gate")
 
 
@@ -52,6 +55,7 @@ class ItemRepr(nn.Module):
 
         source = features if kind == "frozen" else compressed
         what = "features (encode stage)" if kind == "frozen" else "compressed codes (compress stage)"
+        self.frozen = kind in FROZEN
         self.proj = nn.ModuleDict()
         self.tables = nn.ModuleDict()
         for m in self.modalities:
@@ -74,7 +78,7 @@ class ItemRepr(nn.Module):
             self.register_buffer(f"mu_{m}", mu, persistent=False)
             self.register_buffer(f"sd_{m}", sd, persistent=False)
             self.register_buffer(f"has_{m}", has.unsqueeze(1).to(x.dtype), persistent=False)
-            if kind == "frozen":
+            if self.frozen:
                 # fixed input: a non-persistent buffer (the checkpoint stays small; ctx supplies it again at load)
                 self.register_buffer(f"feat_{m}", x, persistent=False)
             else:
@@ -101,7 +105,7 @@ class ItemRepr(nn.Module):
 
     def modality_vectors(self, m: str) -> Tensor:
         """Raw ``[N+1, d_m]`` modality vectors before projection (fixed features or trainable table)."""
-        return getattr(self, f"feat_{m}") if self.kind == "frozen" else self.tables[m].weight
+        return getattr(self, f"feat_{m}") if self.frozen else self.tables[m].weight
 
     def modality_rows(self, m: str, ids: Tensor) -> Tensor:
         """``[K, d]``: :meth:`modality_embedding` of the items ``ids [K]`` only (what the model scores with, for CDL:

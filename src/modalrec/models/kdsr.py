@@ -101,19 +101,33 @@ class KDSR(SeqRecModel):
         gradient on the trainable modality tables), and for every weighted CDL term ``t`` (``<modality>_holistic``,
         ``<modality>_code``: λ · L) ``terms/<t>``, ``terms/<t>_grad`` (its gradient norm on the tables),
         ``terms/<t>_grad_ratio`` (that over the rec gradient's norm on the same tables) and ``terms/<t>_negligible``
-        (1.0 when the ratio is under :data:`NEGLIGIBLE`, 1% of the recommendation loss's gradient)."""
+        (1.0 when the ratio is under :data:`NEGLIGIBLE`, 1% of the recommendation loss's gradient). The backbone
+        runs in the model's mode (eval after validation: no dropout); CDL samples its code-head pairs as in
+        training (``code_pairs``), from the same random stream, whose state is restored afterwards."""
         batch = batch if batch is not None else self._probe
         if batch is None or self.cdl is None:
             return {}
         batch = batch.to(next(self.parameters()).device)
         tables = self.backbone.modality_tables()
         params = {m: tables[m].weight for m in self.cfg.modalities}
+        was = self.cdl.training
+        dev = next(self.parameters()).device
+        # the probe leaves the training's random streams (forked and restored) and CDL's mode as they were
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            self.cdl.train()  # CDL's own mode only: the code head's pairs are sampled as in training
+            try:
+                return self._term_sizes(batch, tables, params)
+            finally:
+                self.cdl.train(was)
+
+    def _term_sizes(self, batch: Batch, tables: dict[str, nn.Embedding], params: dict[str, Tensor]
+                    ) -> dict[str, float]:
         with torch.enable_grad():
             base = self.backbone.loss(batch)
             rec = base["loss"] if isinstance(base, dict) else base
             g_rec = dict(zip(params, torch.autograd.grad(rec, list(params.values()), allow_unused=True)))
             out = {"terms/rec": float(rec.detach()), "terms/rec_grad": _norm(list(g_rec.values()))}
-            names = list(self.cdl(batch.input_ids, tables, self._rows_fn, keep_terms=True)["terms"])
+            names = [f"{m}_holistic" for m in self.cdl.hol_mods] + [f"{m}_code" for m in self.cdl.code_mods]
             for name in names:  # one forward each: the hand-written backwards reuse their saved tensors in place
                 t = self.cdl(batch.input_ids, tables, self._rows_fn, keep_terms=True)["terms"][name]
                 m = name.rsplit("_", 1)[0]

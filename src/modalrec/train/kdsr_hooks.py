@@ -18,6 +18,7 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
     cfg = model_config(spec)
     schedule = None
     if spec.arch == "kdsr":
+        check_patience(spec, cfg)
         from .async_lr import async_schedule
 
         schedule = async_schedule(cfg.async_lr, cfg.async_start, cfg.async_epochs, cfg.async_factor,
@@ -40,6 +41,17 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
         ref[m] = torch.from_numpy(np.ascontiguousarray(x))
     probe = ForgettingProbe(ref, int(fcfg.get("pairs", 20000)), int(fcfg.get("seed", 0))) if ref else None
     return schedule, TermSizes(probe)
+
+
+def check_patience(spec: RunSpec, cfg: Any) -> None:
+    """KDSR's modality tables warm up (``async_lr: linear``) over ``async_epochs``: early stopping with a shorter
+    patience can select an epoch before the warm-up ends (issue 18: ``kdsr_sasrec`` was selected at epoch 7 of a
+    10-epoch warm-up with patience 5). A ParamError naming the trainer key."""
+    warm = int(cfg.async_epochs) if cfg.async_lr == "linear" else 0
+    t = spec.train
+    if t.monitor is not None and 0 < t.patience < warm:
+        raise ParamError(f"models.{spec.name}.train.patience", f"{t.patience} is shorter than the {warm}-epoch "
+                         "warm-up of the modality tables (async_epochs); set kdsr.train.patience >= async_epochs")
 
 
 class TermSizes:
