@@ -95,7 +95,7 @@ def test_term_sizes_leave_training_untouched(realistic):
         if probe:
             model.term_sizes()
         assert model.training and model.cdl.training
-        losses.append(float(model.loss(batch)["loss"]))
+        losses.append(float(model.loss(batch)["loss"].detach()))
     assert losses[0] == losses[1]
 
 
@@ -146,7 +146,7 @@ def test_code_norm_rows_and_sampled_pairs_by_hand():
     c = teacher.C["image"][items[i], items[j]]
     ce = F.cross_entropy(cdl.code_head["image"]((e[i] - e[j]).abs()), c, reduction="none")
     w = torch.where(i == j, 1.0, 2.0)
-    assert out["rows"]["cdl/image_code"] == pytest.approx(float((ce * w).sum() / K), rel=1e-5)
+    assert out["rows"]["cdl/image_code"] == pytest.approx(float((ce * w).sum().detach() / K), rel=1e-5)
 
     # sampled code-head pairs: weighted to estimate the full sum; the estimate is unbiased (mean over draws)
     heads = [cdl.code_head[m] for m in ("image", "text")]

@@ -45,6 +45,10 @@ class ItemRepr(nn.Module):
         if fusion not in FUSIONS:
             raise ParamError(f"{key}.fusion", f"must be one of {FUSIONS}, got {fusion!r}")
         self.n_items, self.dim, self.kind, self.fusion = n_items, dim, kind, fusion
+        # set by KDSR (CDL on the scored representation): table() keeps its modality embeddings for the same step's
+        # modality_rows, which the caller drops with forget_sources() once the step's losses are formed
+        self.keep_sources = False
+        self._kept: dict[str, Tensor] = {}
         self.modalities: list[str] = [] if kind == "id" else list(modalities)
         if kind != "id" and not self.modalities:
             raise ParamError(f"{key}.modalities", f"item_repr {kind!r} needs at least one modality")
@@ -108,10 +112,19 @@ class ItemRepr(nn.Module):
         return getattr(self, f"feat_{m}") if self.frozen else self.tables[m].weight
 
     def modality_rows(self, m: str, ids: Tensor) -> Tensor:
-        """``[K, d]``: :meth:`modality_embedding` of the items ``ids [K]`` only (what the model scores with, for CDL:
-        the standardised rows of the trainable table through the modality's projection)."""
+        """``[K, d]``: :meth:`modality_embedding` of the items ``ids [K]`` (what the model scores with, for CDL: the
+        standardised rows of the trainable table through the modality's projection). Read from this step's table
+        when :meth:`table` kept it (``keep_sources``; the same values and graph, computed once), else computed for
+        ``ids`` only."""
+        kept = self._kept.get(m)
+        if kept is not None:
+            return kept.index_select(0, ids)
         x = (self.modality_vectors(m).index_select(0, ids) - getattr(self, f"mu_{m}")) / getattr(self, f"sd_{m}")
         return self.proj[m](x) * getattr(self, f"has_{m}").index_select(0, ids)
+
+    def forget_sources(self) -> None:
+        """Drop the modality embeddings :meth:`table` kept for this step (see ``keep_sources``)."""
+        self._kept = {}
 
     def sources(self) -> list[Tensor]:
         """The ``[N+1, d]`` tables to fuse: ID first, then one per modality."""
@@ -127,6 +140,8 @@ class ItemRepr(nn.Module):
         if self.kind == "id":
             return self.id_emb.weight
         src = self.sources()
+        if self.keep_sources and torch.is_grad_enabled():  # KDSR's CDL reads this step's rows (modality_rows)
+            self._kept = dict(zip(self.modalities, src[1:]))
         if self.fusion == "sum":
             out = torch.stack(src, 0).sum(0)
         elif self.fusion == "concat":

@@ -69,6 +69,7 @@ class KDSR(SeqRecModel):
         self._rows_fn = None
         if cfg.represent == "scored" and hasattr(self.backbone, "modality_rows"):
             self._rows_fn = self.backbone.modality_rows
+            self.backbone.items.keep_sources = True  # CDL reads the rows of the step's table, computed once
             one = torch.ones(1, dtype=torch.long)
             with torch.no_grad():
                 dims = {int(self._rows_fn(m, one).shape[-1]) for m in cfg.modalities}
@@ -89,11 +90,21 @@ class KDSR(SeqRecModel):
         out["rec"] = rec.detach()
         total = rec
         if self.cdl is not None:
-            c = self.cdl(batch.input_ids, self.backbone.modality_tables(), self._rows_fn)
+            try:
+                c = self.cdl(batch.input_ids, self.backbone.modality_tables(), self._rows_fn)
+            finally:
+                self._forget()
             total = rec + c.pop("cdl")
             out.update(c)
+        else:
+            self._forget()
         out["loss"] = total
         return out
+
+    def _forget(self) -> None:
+        items = getattr(self.backbone, "items", None)
+        if items is not None and hasattr(items, "forget_sources"):
+            items.forget_sources()
 
     def term_sizes(self, batch: Batch | None = None) -> dict[str, float]:
         """The size of every loss term on one batch (default: the fixed probe batch taken at fit start), in the
@@ -124,6 +135,7 @@ class KDSR(SeqRecModel):
                     ) -> dict[str, float]:
         with torch.enable_grad():
             base = self.backbone.loss(batch)
+            self._forget()  # the rec gradient below frees the table's graph: CDL computes its own rows
             rec = base["loss"] if isinstance(base, dict) else base
             g_rec = dict(zip(params, torch.autograd.grad(rec, list(params.values()), allow_unused=True)))
             out = {"terms/rec": float(rec.detach()), "terms/rec_grad": _norm(list(g_rec.values()))}
