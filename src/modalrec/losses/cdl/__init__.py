@@ -214,20 +214,23 @@ class CDL(nn.Module):
         r, target = self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
         out: dict[str, Tensor] = {}
         terms: list[Tensor] = []
-        # every modality's rows of the batch's unique items, gathered once for both losses (sparse table gradients)
-        rows = {m: table_rows(tables[m].weight, items) if rows_fn is None else rows_fn(m, items)
-                for m in dict.fromkeys(self.hol_mods + self.code_mods)}
+        # every modality's rows of the batch's distinct items (an item in several sequences once: long histories
+        # repeat items across a batch), gathered once for both losses (sparse table gradients), then per sequence
+        uniq, inv = torch.unique(items, return_inverse=True)
+        rows_u = {m: table_rows(tables[m].weight, uniq) if rows_fn is None else rows_fn(m, uniq)
+                  for m in dict.fromkeys(self.hol_mods + self.code_mods)}
         weighted: dict[str, Tensor] = {}
         stacked: dict[tuple[str, ...], Tensor] = {}
 
         def stack(mods: list[str]) -> Tensor:  # [M, K, d], shared when both losses use the same modalities
             key = tuple(mods)
             if key not in stacked:
-                stacked[key] = torch.stack([rows[m] for m in mods])
+                stacked[key] = torch.stack([rows_u[m] for m in mods]).index_select(1, inv)
             return stacked[key]
 
         if self.hol_mods:  # holistic: ξ(g_φ(e_i), g_φ(e_j)) against the teacher's ξ(m̃_i, m̃_j), all at once
-            Z = stacked_module(stack(self.hol_mods), [self.proj[m] for m in self.hol_mods])
+            Z = stacked_module(torch.stack([rows_u[m] for m in self.hol_mods]),
+                               [self.proj[m] for m in self.hol_mods]).index_select(1, inv)  # g_φ once per item
             r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
             r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
             loss = {"frobenius": frobenius_pairs, "soft_match": soft_match_pairs,
