@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParamError
+from ..models.kdsr import NEGLIGIBLE  # the family's model: its term-size threshold
 from ..params import get
 from ..runs import RunSpec, model_config
 
@@ -71,5 +72,6 @@ class TermSizes:
             low = [k[len("terms/"):-len("_negligible")] for k, v in t.items() if k.endswith("_negligible") and v]
             for name in low:
                 print(f"kdsr: epoch {epoch}: the gradient of {name} on the tables is "
-                      f"{t[f'terms/{name}_grad_ratio']:.2%} of the recommendation loss's (under 1%)", flush=True)
+                      f"{t[f'terms/{name}_grad_ratio']:.2%} of the recommendation loss's (under {NEGLIGIBLE:.0%})",
+                      flush=True)
         return out
