@@ -47,7 +47,7 @@ def test_the_family_is_the_kdsr_section(params):
 def test_paper_and_parity_presets_resolve(params):
     spec = resolve_run(params, "kdsr_sasrec")
     paper = spec.cfg
-    assert paper["weights"] == {"image": [1.0, 0.5], "text": [1.0, 0.5]}
+    assert paper["weights"] == {"image": [1.0, 0.05], "text": [1.0, 0.05]}  # λ_C chosen on validation (issue 18)
     assert (paper["tau"], paper["holistic_loss"], paper["async_lr"], paper["proj_layers"]) == (1.5, "frobenius", "linear", 1)
     assert (paper["norm"], paper["represent"], paper["code_pairs"]) == ("rows", "scored", 1024)  # issue 18
     assert paper["backbone_cfg"] == params["kdsr"]["backbones"]["sasrec"]
