@@ -28,9 +28,17 @@ step, s per epoch, training sequences (windows) per second and the speedup (mean
 ``--data`` takes a prepared dataset directory instead of Beauty, e.g. ``data/prepared/synthetic`` (the pipeline's
 default dataset: its windows and its split's training parts).
 
+The +CDL side takes the CDL options of a params.yaml preset (``--preset kdsr``: weights, holistic form, norm,
+sampled code-head pairs, supervised representation) and the teacher's ``kdsr.center``. ``--terms`` prints, instead
+of timings, every CDL term's gradient norm on the tables relative to the recommendation loss's at initialisation,
+for each holistic form x norm x teacher centring x representation (issue 18; uses data/compressed/<name>/ when
+present). Issue 18's figures: ``--data data/prepared/ml100k --dim 128`` (long histories) and
+``--data data/prepared/synthetic --dim 128``, the comparison's width.
+
 Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--mdim 128] [--codes 100]
-                                 [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
-                                 [--no-prefill] [--data beauty|DIR] [--layouts]
+                                 [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--preset kdsr]
+                                 [--form soft_match|sigmoid_match|frobenius] [--no-prefill] [--data beauty|DIR]
+                                 [--layouts] [--terms]
 Figures measured on a shared, busy machine are inflated by contention.
 """
 
