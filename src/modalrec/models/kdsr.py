@@ -31,7 +31,7 @@ REPR_BACKBONES = ("sasrec", "gru4rec")  # ItemRepr backbones: CDL needs item_rep
 BACKBONES = REPR_BACKBONES + ("mmsr", "kdsr_graph")
 REPRESENTS = ("scored", "raw")
 NEGLIGIBLE = 0.01  # a CDL term whose gradient on the tables is under 1% of the rec loss's is flagged
-PROBE_BATCH, PROBE_SEED = 64, 12345  # term_sizes' fixed batch of training windows
+PROBE_BATCH, PROBE_SEED = 32, 12345  # term_sizes' fixed batch of training windows (once an epoch: kept small)
 
 
 @register_model("kdsr")
