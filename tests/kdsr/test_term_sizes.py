@@ -242,3 +242,31 @@ def test_patience_shorter_than_the_warm_up_is_an_error():
     with pytest.raises(ParamError, match="patience"):
         training_hooks(resolve_run(params, "kdsr_sasrec"), params)
     training_hooks(resolve_run(params, "kdsr_no_at"), params)  # no warm-up: any patience
+
+
+def test_the_family_callback_logs_the_term_sizes_per_epoch(tmp_path):
+    """The trainer with KDSR's epoch callback (kdsr_hooks.TermSizes) logs terms/* every epoch, to history and dvclive."""
+    from modalrec.data.batching import eval_instances
+    from modalrec.evaluate.protocol import EvalConfig
+    from modalrec.train.kdsr_hooks import TermSizes
+    from modalrec.train.trainer import TrainConfig, Trainer
+
+    n = 30
+    g = torch.Generator().manual_seed(0)
+    comp = {m: torch.rand(n + 1, 8, generator=g) for m in ("image", "text")}
+    ctx = ModelContext(n_items=n, max_len=8, compressed=comp, teacher=random_teacher(n, 4))
+    torch.manual_seed(0)
+    model = build_model("kdsr", {"backbone": "sasrec", "backbone_cfg": {"dim": 8, "layers": 1}, "represent": "scored",
+                                 "holistic_loss": "frobenius", "norm": "rows"}, ctx)
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, n + 1, 7) for _ in range(40)]
+    nt, nv = np.full(40, 5), np.ones(40, dtype=int)
+    res = Trainer(model, train_windows(seqs, nt, 8), TrainConfig(epochs=2, batch_size=8, lr=1e-2), tmp_path, seed=0,
+                  valid=eval_instances(seqs, nt, nv, "valid", 8), eval_cfg=EvalConfig(ks=[10]),
+                  epoch_callback=TermSizes(None), live=True, progress=False).fit()
+    for row in res.history:
+        for m in ("image", "text"):
+            for k in ("holistic", "code"):
+                assert row[f"terms/{m}_{k}_grad_ratio"] > 0 and row[f"terms/{m}_{k}_negligible"] in (0.0, 1.0)
+    tsv = tmp_path / "dvclive" / "plots" / "metrics" / "terms" / "image_code_grad_ratio.tsv"
+    assert len(tsv.read_text().strip().splitlines()) == 3
