@@ -28,9 +28,17 @@ step, s per epoch, training sequences (windows) per second and the speedup (mean
 ``--data`` takes a prepared dataset directory instead of Beauty, e.g. ``data/prepared/synthetic`` (the pipeline's
 default dataset: its windows and its split's training parts).
 
+The +CDL side takes the CDL options of a params.yaml preset (``--preset kdsr``: weights, holistic form, norm,
+sampled code-head pairs, supervised representation) and the teacher's ``kdsr.center``. ``--terms`` prints, instead
+of timings, every CDL term's gradient norm on the tables relative to the recommendation loss's at initialisation,
+for each holistic form x norm x teacher centring x representation (issue 18; uses data/compressed/<name>/ when
+present). Issue 18's figures: ``--data data/prepared/ml100k --dim 128`` (long histories) and
+``--data data/prepared/synthetic --dim 128``, the comparison's width.
+
 Usage: python benchmarks/kdsr.py [--batches 30] [--passes 1] [--batch 64] [--dim 64] [--mdim 128] [--codes 100]
-                                 [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--form soft_match|frobenius]
-                                 [--no-prefill] [--data beauty|DIR] [--layouts]
+                                 [--threads N] [--backbones sasrec gru4rec kdsr_graph] [--preset kdsr]
+                                 [--form soft_match|sigmoid_match|frobenius] [--no-prefill] [--data beauty|DIR]
+                                 [--layouts] [--terms]
 Figures measured on a shared, busy machine are inflated by contention.
 """
 
@@ -61,8 +69,9 @@ MAXLEN = 50
 
 
 def build_teacher(compressed: dict[str, torch.Tensor], sequences: list[np.ndarray], D: int, x: int, pairs: int,
-                  seed: int = 0):
-    cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed)
+                  seed: int = 0, center: bool = False):
+    cfg = TeacherConfig(D=D, codes=x, quantizer="kmeans", xi="cos", pairs_cooccur=pairs, pairs_random=pairs, seed=seed,
+                        center=center)
     teacher, _ = fit_teacher(compressed, sequences, cfg, progress=False)
     return teacher
 
@@ -132,6 +141,40 @@ def time_layouts(backbones: list[str], cfgs: dict, ctx: ModelContext, windows, b
                   f"{np.abs(lp - lf).max():>11.1e}", flush=True)
 
 
+def term_table(ctx_for, windows, dim: int, seeds: int = 1) -> None:
+    """``--terms``: every weighted CDL term's gradient norm on the modality tables relative to the recommendation
+    loss's (KDSR.term_sizes on a fixed batch of training windows, at initialisation), for each holistic form x
+    teacher centring x supervised representation, at the ``kdsr`` preset's weights (1, 0.5)."""
+    from modalrec.models.kdsr import NEGLIGIBLE
+
+    print(f"{'form':<14} {'norm':<6} {'teacher':<9} {'CDL on':<7} " + " ".join(f"{k:>15}" for k in (
+        "img_hol", "img_code", "txt_hol", "txt_code")) + "   (gradient norm / rec loss's, on the tables; rec loss)")
+    for center in (False, True):
+        ctx = ctx_for(center)
+        for form, norm in (("soft_match", "pairs"), ("sigmoid_match", "pairs"), ("sigmoid_match", "rows"),
+                           ("frobenius", "pairs"), ("frobenius", "rows")):
+            for rep in ("raw", "scored"):
+                vals, recs = [], []
+                for sd in range(seeds):
+                    torch.manual_seed(sd)
+                    kd = build_model("kdsr", {"backbone": "sasrec", "holistic_loss": form, "represent": rep,
+                                              "norm": norm,
+                                              "backbone_cfg": {"dim": dim, "layers": 2, "heads": 1, "dropout": 0.2},
+                                              "weights": {"image": [1.0, 0.5], "text": [1.0, 0.5]}}, ctx)
+                    kd.cdl.cache.max_pairs = 0
+                    kd.on_fit_start(windows)
+                    kd.eval()
+                    t = kd.term_sizes()
+                    vals.append([t[f"terms/{m}_{k}_grad_ratio"] for m in ("image", "text")
+                                 for k in ("holistic", "code")])
+                    recs.append(t["terms/rec"])
+                v = np.mean(vals, 0)
+                flag = ["!" if x < NEGLIGIBLE else " " for x in v]
+                print(f"{form:<14} {norm:<6} {'centred' if center else 'raw m~':<9} {rep:<7} " + " ".join(
+                    f"{x:>14.2e}{f}" for x, f in zip(v, flag)) + f"   rec {np.mean(recs):.2f}", flush=True)
+    print(f"(! = under {NEGLIGIBLE:.0%} of the recommendation loss's gradient)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=30)
@@ -141,7 +184,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="windows per batch (train.batch_size; KDSR's code: 256)")
     ap.add_argument("--codes", type=int, default=100, help="teacher codewords x (kdsr preset 100; released code 50)")
     ap.add_argument("--teacher-pairs", type=int, default=200_000, help="co-occurring and random pairs for the codebook")
-    ap.add_argument("--form", default="soft_match", choices=["soft_match", "frobenius"])
+    ap.add_argument("--form", default=None, choices=["soft_match", "sigmoid_match", "frobenius"],
+                    help="holistic form (default: the params.yaml kdsr preset's)")
+    ap.add_argument("--preset", default="kdsr", help="the params.yaml kdsr.presets entry whose CDL options (weights, "
+                    "holistic_loss, norm, code_pairs, represent, ...) the +CDL side uses; its teacher centring is "
+                    "kdsr.center")
     ap.add_argument("--backbones", nargs="+", default=None,
                     help="of sasrec gru4rec kdsr_graph mmsr (default sasrec gru4rec kdsr_graph; with "
                     "--layouts mmsr kdsr_graph)")
@@ -155,7 +202,19 @@ def main() -> None:
                     "padded one it replaced (alone and under kdsr) instead of CDL's overhead")
     ap.add_argument("--mdim", type=int, default=128, help="width of m~, so of the tuned modality tables, the CDL heads "
                     "and kdsr_graph (params.yaml compress.dim: 128; kdsr.D must divide it)")
+    ap.add_argument("--terms", action="store_true", help="print every CDL term's gradient size relative to the "
+                    "recommendation loss's (at initialisation; forms x teacher centring x representation) instead "
+                    "of timings; uses data/compressed/<name>/ when present")
     a = ap.parse_args()
+    from modalrec.losses.cdl import CDLConfig
+    from modalrec.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    preset = params["kdsr"]["presets"][a.preset]
+    cdl_opts = {k: v for k, v in preset.items() if k in CDLConfig.__dataclass_fields__ or k == "represent"}
+    if a.form:
+        cdl_opts["holistic_loss"] = a.form
+    center = bool(params["kdsr"].get("center", False))
     BATCH, DIM = a.batch, a.mdim
     D = TeacherConfig.D  # the kdsr.D default
     if DIM % D:
@@ -169,11 +228,29 @@ def main() -> None:
     comp = {m: torch.sigmoid(torch.randn(n + 1, DIM, generator=g) * 2) for m in ("image", "text")}
     for c in comp.values():
         c[0] = 0
+    real = Path("data/compressed") / data_name
+    if a.terms and all((real / f"{m}.parquet").exists() for m in comp):
+        from modalrec.encode.cache import load_features
+
+        comp = {m: torch.from_numpy(load_features(real / f"{m}.parquet", n)[0]) for m in comp}
+        print(f"m~: the compress stage's codes in {real}")
+    if a.terms:
+        train = [q[:t] for q, t in zip(seqs, n_train)]
+
+        def ctx_for(center: bool) -> ModelContext:
+            cfg = TeacherConfig(D=D, codes=a.codes, quantizer="kmeans", xi="cos", pairs_cooccur=a.teacher_pairs,
+                                pairs_random=a.teacher_pairs, seed=0, center=center)
+            return ModelContext(n_items=n, max_len=MAXLEN, compressed=comp,
+                                teacher=fit_teacher(comp, train, cfg, progress=False)[0])
+
+        print(f"{data_name}: {len(windows):,} training windows; backbone d = {a.dim}")
+        term_table(ctx_for, windows, a.dim)
+        return
     t0 = time.perf_counter()
-    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs)
+    teacher = build_teacher(comp, [q[:t] for q, t in zip(seqs, n_train)], D, a.codes, a.teacher_pairs, center=center)
     print(f"{data_name}: {len(seqs):,} users, {n:,} items, {len(windows):,} training windows = {n_batches} batches of "
           f"{BATCH}; teacher fitted in {time.perf_counter() - t0:.1f}s; threads={torch.get_num_threads()}; "
-          f"backbone d = {a.dim}, m~ = {DIM}")
+          f"backbone d = {a.dim}, m~ = {DIM}; +CDL: preset {a.preset!r} {cdl_opts}, teacher centred: {center}")
     ctx = ModelContext(n_items=n, max_len=MAXLEN, compressed=comp, teacher=teacher)
     batches = [b for _, b in zip(range(a.batches + 1), train_batches(windows, BATCH, seed=0, epoch=1))]
 
@@ -196,7 +273,8 @@ def main() -> None:
     if a.layouts:
         graphs = [bb for bb in a.backbones or ["mmsr", "kdsr_graph"] if bb in ("mmsr", "kdsr_graph")]
         time_layouts(graphs, cfgs, ctx, windows, batches, n_batches, a.passes,
-                     {"image": [1.0, 0.5], "text": [1.0, 0.5]}, a.form)
+                     cdl_opts.get("weights", {"image": [1.0, 0.5], "text": [1.0, 0.5]}),
+                     cdl_opts.get("holistic_loss", "soft_match"))
         return
     print(f"{'backbone':<12} {'pass':<8} {'alone ms/step':>14} {'+CDL ms/step':>13} {'alone s/epoch':>14} "
           f"{'+CDL s/epoch':>13} {'overhead':>9} {'median':>7}")
@@ -208,8 +286,7 @@ def main() -> None:
         else:
             plain = build_model(bb, bcfg, ctx)
         torch.manual_seed(0)
-        kd = build_model("kdsr", {"backbone": bb, "backbone_cfg": bcfg, "holistic_loss": a.form,
-                                  "weights": {"image": [1.0, 0.5], "text": [1.0, 0.5]}}, ctx)
+        kd = build_model("kdsr", {**cdl_opts, "backbone": bb, "backbone_cfg": bcfg}, ctx)
         plain.train()
         kd.train()
         s_plain, s_kd = step_fn(plain), step_fn(kd)

@@ -21,9 +21,9 @@ def kdsr_stages(params: dict) -> set[str]:
 
 
 def tuned_baselines(params: dict) -> list[str]:
-    """The baselines of runs.baselines that train on the compress stage's m~ tables (item_repr: tuned)."""
+    """The baselines of runs.baselines that read the compress stage's m~ (item_repr: tuned, or frozen_m)."""
     return [r["model"] for r in params["runs"]["baselines"]
-            if (params["models"][r["model"]] or {}).get("item_repr") == "tuned"]
+            if (params["models"][r["model"]] or {}).get("item_repr") in ("tuned", "frozen_m")]
 
 
 def test_teacher_keys_rerun_distill_and_the_kdsr_family_only(dvc):

@@ -47,7 +47,7 @@ def test_kdsr_stages_end_to_end(tmp_path):
     distill.run(p, **kw)
     out = train_stage.run(p, model="kdsr_sasrec", **kw)
     cfg = read_json(out / "config.json")
-    assert cfg["cfg"]["preset"] == "kdsr" and cfg["cfg"]["weights"] == {"image": [1.0, 0.5], "text": [1.0, 0.5]}
+    assert cfg["cfg"]["preset"] == "kdsr" and cfg["cfg"]["weights"] == p["kdsr"]["presets"]["kdsr"]["weights"]
     assert "teacher" in cfg["inputs"] and cfg["epochs_run"] == 2
     hist = read_json(out / "history.json")
     for row in hist:  # loss components, the asynchronous LR and the forgetting probe, every epoch

@@ -25,7 +25,7 @@ def small_params(**kdsr):
     return {"base": {"dataset": DS, "seed": 7},
             "compress": {"modalities": ["image", "text"], "dim": 16, "lr": 1e-2, "batch_size": 32, "max_epochs": 20,
                          "check_every": 5, "patience": 2, "min_delta": 1e-3, "device": "cpu"},
-            "kdsr": {"seed": 7, "D": 4, "codes": 6, "quantizer": "kmeans", "xi": "cos",
+            "kdsr": {"seed": 7, "D": 4, "codes": 6, "quantizer": "kmeans", "xi": "cos", "center": True,
                      "pairs": {"cooccur": 3000, "random": 1000, "exact": False},
                      "quantizer_options": {"niter": 10}, **kdsr}}
 

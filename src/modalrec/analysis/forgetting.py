@@ -7,6 +7,10 @@ Per epoch, for a fixed random sample of item pairs (memory O(pairs), never N×N)
   features). 1.0 at initialisation; a falling curve is forgetting. CDL should keep it high.
 - ``forgetting/<m>_E_V``: the same between E and the ID embeddings V: how far E has drifted towards a pure
   collaborative (ID) space.
+- ``forgetting/<m>_S_M``: for backbones that score with a transformed modality representation (an ItemRepr's
+  standardised, projected rows, ``modality_rows``; what KDSR's CDL supervises by default): the Pearson correlation
+  between the pairs' cosines in that representation and those of the *centred* m̃ (the teacher's geometry with
+  ``kdsr.center``). The raw E_M above compares uncentred cosines, which sit near 1 for sigmoid codes.
 
 :class:`ForgettingProbe` is the trainer's ``epoch_callback``: it returns these values and the trainer logs them to
 dvclive, one plot per key.
@@ -55,12 +59,16 @@ class ForgettingProbe:
     def __init__(self, reference: dict[str, Tensor], n_pairs: int = 20000, seed: int = 0):
         self.pairs: dict[str, tuple[Tensor, Tensor]] = {}
         self.ref_sim: dict[str, Tensor] = {}
+        self.ref_centred: dict[str, Tensor] = {}
         for m, M in reference.items():
-            has = (M.abs().sum(1) > 0).cpu().numpy()
+            has_t = M.abs().sum(1) > 0
+            has = has_t.cpu().numpy()
             has[0] = False
             i, j = sample_pairs(np.flatnonzero(has), n_pairs, seed)
             self.pairs[m] = (i, j)
             self.ref_sim[m] = pair_cosine(M, i, j)
+            mu = M[has_t].float().mean(0, keepdim=True)
+            self.ref_centred[m] = pair_cosine((M.float() - mu) * has_t.unsqueeze(1), i, j)
 
     def measure(self, model: Any) -> dict[str, float]:
         tables = model.modality_tables()
@@ -72,6 +80,11 @@ class ForgettingProbe:
             s = pair_cosine(tables[m].weight, i, j)
             out[f"forgetting/{m}_E_M"] = pearson(s, self.ref_sim[m])
             out[f"forgetting/{m}_E_V"] = pearson(s, pair_cosine(V, i, j))
+            rows = getattr(getattr(model, "backbone", model), "modality_rows", None)
+            if rows is not None:
+                with torch.no_grad():
+                    S = rows(m, torch.arange(tables[m].weight.shape[0], device=tables[m].weight.device))
+                out[f"forgetting/{m}_S_M"] = pearson(pair_cosine(S, i, j), self.ref_centred[m])
         return out
 
     def __call__(self, epoch: int, model: Any, logs: dict[str, float]) -> dict[str, float]:

@@ -82,7 +82,7 @@ class SeqRecModel(nn.Module):
         mods = list(getattr(cfg, "modalities", []) or [])
         if kind == "frozen":
             return [f"features/{m}" for m in mods]
-        if kind == "tuned":
+        if kind in ("tuned", "frozen_m"):
             return [f"compressed/{m}" for m in mods]
         return []
 

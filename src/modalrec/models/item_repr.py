@@ -3,6 +3,8 @@
 - ``id``: an ID embedding table only.
 - ``frozen``: ID embedding fused with a learned projection of the cached encoder features, which stay fixed
   (the KDSR paper's SASRM / "static modality" setting).
+- ``frozen_m``: as ``frozen``, but the fixed input is the compress stage's 128-d AE codes m~ (exactly what
+  ``tuned`` and KDSR start from), so a frozen baseline and the tuned models read the same features.
 - ``tuned``: ID embedding fused with per-item modality tables ``[N+1, 128]`` initialised from the compress stage's
   AE codes m~ and trained (KDSR's trainable e_a, e_v; the tables the CDL loss supervises), each projected to d.
 
@@ -25,7 +27,8 @@ from torch import Tensor, nn
 from ..errors import ParamError
 from .base import Batch, SeqRecModel
 
-KINDS = ("id", "frozen", "tuned")
+KINDS = ("id", "frozen", "frozen_m", "tuned")
+FROZEN = ("frozen", "frozen_m")  # fixed inputs (buffers), not trainable tables
 FUSIONS = ("sum", "concat", "gate")
 
 
@@ -42,6 +45,10 @@ class ItemRepr(nn.Module):
         if fusion not in FUSIONS:
             raise ParamError(f"{key}.fusion", f"must be one of {FUSIONS}, got {fusion!r}")
         self.n_items, self.dim, self.kind, self.fusion = n_items, dim, kind, fusion
+        # set by KDSR (CDL on the scored representation): table() keeps its modality embeddings for the same step's
+        # modality_rows, which the caller drops with forget_sources() once the step's losses are formed
+        self.keep_sources = False
+        self._kept: dict[str, Tensor] = {}
         self.modalities: list[str] = [] if kind == "id" else list(modalities)
         if kind != "id" and not self.modalities:
             raise ParamError(f"{key}.modalities", f"item_repr {kind!r} needs at least one modality")
@@ -52,6 +59,7 @@ class ItemRepr(nn.Module):
 
         source = features if kind == "frozen" else compressed
         what = "features (encode stage)" if kind == "frozen" else "compressed codes (compress stage)"
+        self.frozen = kind in FROZEN
         self.proj = nn.ModuleDict()
         self.tables = nn.ModuleDict()
         for m in self.modalities:
@@ -74,7 +82,7 @@ class ItemRepr(nn.Module):
             self.register_buffer(f"mu_{m}", mu, persistent=False)
             self.register_buffer(f"sd_{m}", sd, persistent=False)
             self.register_buffer(f"has_{m}", has.unsqueeze(1).to(x.dtype), persistent=False)
-            if kind == "frozen":
+            if self.frozen:
                 # fixed input: a non-persistent buffer (the checkpoint stays small; ctx supplies it again at load)
                 self.register_buffer(f"feat_{m}", x, persistent=False)
             else:
@@ -101,7 +109,22 @@ class ItemRepr(nn.Module):
 
     def modality_vectors(self, m: str) -> Tensor:
         """Raw ``[N+1, d_m]`` modality vectors before projection (fixed features or trainable table)."""
-        return getattr(self, f"feat_{m}") if self.kind == "frozen" else self.tables[m].weight
+        return getattr(self, f"feat_{m}") if self.frozen else self.tables[m].weight
+
+    def modality_rows(self, m: str, ids: Tensor) -> Tensor:
+        """``[K, d]``: :meth:`modality_embedding` of the items ``ids [K]`` (what the model scores with, for CDL: the
+        standardised rows of the trainable table through the modality's projection). Read from this step's table
+        when :meth:`table` kept it (``keep_sources``; the same values and graph, computed once), else computed for
+        ``ids`` only."""
+        kept = self._kept.get(m)
+        if kept is not None:
+            return kept.index_select(0, ids)
+        x = (self.modality_vectors(m).index_select(0, ids) - getattr(self, f"mu_{m}")) / getattr(self, f"sd_{m}")
+        return self.proj[m](x) * getattr(self, f"has_{m}").index_select(0, ids)
+
+    def forget_sources(self) -> None:
+        """Drop the modality embeddings :meth:`table` kept for this step (see ``keep_sources``)."""
+        self._kept = {}
 
     def sources(self) -> list[Tensor]:
         """The ``[N+1, d]`` tables to fuse: ID first, then one per modality."""
@@ -117,6 +140,8 @@ class ItemRepr(nn.Module):
         if self.kind == "id":
             return self.id_emb.weight
         src = self.sources()
+        if self.keep_sources and torch.is_grad_enabled():  # KDSR's CDL reads this step's rows (modality_rows)
+            self._kept = dict(zip(self.modalities, src[1:]))
         if self.fusion == "sum":
             out = torch.stack(src, 0).sum(0)
         elif self.fusion == "concat":
@@ -181,6 +206,10 @@ class ReprSeqModel(SeqRecModel):
 
     def modality_tables(self) -> dict[str, nn.Embedding]:
         return self.items.modality_tables()
+
+    def modality_rows(self, m: str, ids: Tensor) -> Tensor:
+        """The scored modality representation of items ``ids`` (:meth:`ItemRepr.modality_rows`; KDSR's CDL input)."""
+        return self.items.modality_rows(m, ids)
 
     def id_table(self) -> nn.Embedding:
         return self.items.id_table()

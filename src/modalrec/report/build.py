@@ -13,7 +13,7 @@ from typing import Any
 from .aggregate import Table, build_tables, table_to_dict
 from .collect import Run
 from .config import ReportConfig
-from .curves import forgetting_plot, training_curves
+from .curves import forgetting_plot, term_sizes, training_curves
 from .plots import slug
 from .popularity import popularity_analysis, train_counts_from_split
 from .render import dump_json_safe, render_summary
@@ -72,6 +72,10 @@ def build_report(cfg: ReportConfig, runs: list[Run], datasets: list[str], listed
         elif found:
             ds_notes.append("no modality-forgetting series (dvclive metrics under `forgetting/`, logged by KDSR "
                             "models) found")
+        sizes, n = term_sizes(ds, runs, models_dir)
+        ds_notes += n
+        if sizes:
+            ds_extra["term_sizes"] = sizes
         counts = train_counts_from_split(data_dir / "prepared" / ds / "split.parquet")
         dts = [t for t in tables if t.dataset == ds]
         ds_extra["popularity"] = []

@@ -16,7 +16,7 @@ def training_curves(ds: str, runs: list[Run], models_dir: Path, curves: list[str
     """One training-curve PNG per model of ``ds`` (the ``curves`` series, one line per seed) and their TSVs.
 
     Returns (plot links ``(title, plots/<png>)``, the forgetting series ``model -> label -> mean over seeds``,
-    notes)."""
+    notes). The loss-term sizes (``terms/`` series, KDSR) are read by :func:`term_sizes`."""
     out, notes = [], []
     forgetting: dict[str, dict[str, P.Series]] = {}
     by_model: dict[str, list[Run]] = {}
@@ -68,3 +68,35 @@ def forgetting_plot(ds: str, forgetting: dict[str, dict[str, P.Series]], plot_di
         for s, pts in d.items():
             P.write_tsv(plot_dir / "data" / "forgetting" / P.slug(ds) / P.slug(m) / f"{s}.tsv", ["step", "value"], pts)
     return "Modality forgetting", f"plots/{png.name}"
+
+
+NEGLIGIBLE = 0.01  # as modalrec.models.kdsr.NEGLIGIBLE (the report does not import the models)
+
+
+def term_sizes(ds: str, runs: list[Run], models_dir: Path) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+    """KDSR's loss-term sizes from the dvclive series ``terms/<term>_grad_ratio`` (each weighted CDL term's gradient
+    norm on the modality tables over the recommendation loss's, on a fixed batch, per epoch): per model and term the
+    mean over seeds at the first and the last logged epoch. Returns (``model -> term -> [first, last]``, one note
+    line per model, terms under 1% at either end flagged)."""
+    sizes: dict[str, dict[str, list[float]]] = {}
+    for m in sorted({r.model for r in runs if r.dataset == ds}):
+        first: dict[str, list[float]] = {}
+        last: dict[str, list[float]] = {}
+        for r in runs:
+            if r.dataset != ds or r.model != m:
+                continue
+            series = P.read_dvclive(models_dir / ds / m / f"s{r.seed}" / "dvclive") or {}
+            for s, pts in series.items():
+                if s.startswith("terms/") and s.endswith("_grad_ratio") and pts:
+                    t = s[len("terms/"):-len("_grad_ratio")]
+                    first.setdefault(t, []).append(float(pts[0][1]))
+                    last.setdefault(t, []).append(float(pts[-1][1]))
+        if first:
+            sizes[m] = {t: [float(np.mean(first[t])), float(np.mean(last[t]))] for t in sorted(first)}
+    notes = []
+    for m, d in sizes.items():
+        cells = [f"{t} {a:.2g} → {b:.2g}" + (" ⚠" if min(a, b) < NEGLIGIBLE else "") for t, (a, b) in d.items()]
+        notes.append(f"loss-term sizes of `{m}` (each weighted CDL term's gradient norm on the modality tables / the "
+                     f"recommendation loss's, first → last epoch, mean over seeds; ⚠ = under {NEGLIGIBLE:.0%}): "
+                     + "; ".join(cells))
+    return sizes, notes

@@ -36,7 +36,7 @@ from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi,
 from .quantize import QuantizerChoice, QuantizerConfig, QuantizerOptions, assign, fit_codebook, usage_stats
 
 EXACT_MAX_PAIRS = 20_000_000
-TEACHER_KEYS = ("seed", "D", "codes", "quantizer", "xi")  # flat keys of the kdsr section the teacher reads
+TEACHER_KEYS = ("seed", "D", "codes", "quantizer", "xi", "center")  # flat keys of the kdsr section the teacher reads
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TeacherConfig:
     pairs_random: int = PairSample.random       # kdsr.pairs.random
     exact: bool | str = PairSample.exact        # kdsr.pairs.exact
     seed: int = 2023                            # the pair sample's and the quantiser's
+    center: bool = False                        # correlations of centred m̃ (m̃ − mean over items with the modality)
     quantize: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     @classmethod
@@ -109,6 +110,8 @@ class Teacher:
         self.modalities = list(codebooks)
         self.codebooks = {m: torch.as_tensor(codebooks[m], dtype=torch.float32) for m in self.modalities}
         self.tables = {m: torch.as_tensor(compressed[m], dtype=torch.float32) for m in self.modalities}
+        if self.meta.get("center"):  # ξ of centred codes (the fingerprints stay those of the raw m̃ given)
+            self.tables = {m: center_codes(t) for m, t in self.tables.items()}
         for m in self.modalities:
             check_split(self.tables[m].shape[1], self.D)
             if self.codebooks[m].shape[1] != self.D:
@@ -223,6 +226,17 @@ class Teacher:
 # ---------------------------------------------------------------------------------------------------- fitting
 
 
+def center_codes(z: Tensor) -> Tensor:
+    """``z − μ`` on the rows that have the modality (μ = their mean); rows without it (zero vectors: padding, missing
+    features) stay zero. m̃ are sigmoid codes in (0, 1): uncentred, every pair's cosine sits near 1 (docs/kdsr.md)."""
+    z = torch.as_tensor(z, dtype=torch.float32)
+    has = z.abs().sum(1, keepdim=True) > 0
+    if not bool(has.any()):
+        return z.clone()
+    mu = z[has.squeeze(1)].mean(0, keepdim=True)
+    return (z - mu) * has
+
+
 def sample_pairs(train_sequences: Sequence[np.ndarray] | None, n_items: int, n_cooccur: int, n_random: int,
                  seed: int) -> tuple[np.ndarray, dict[str, int]]:
     """``[P, 2]`` int64 item pairs: ``n_cooccur`` ordered pairs (diagonal included) drawn uniformly from the pairs of
@@ -307,7 +321,8 @@ def fit_teacher(compressed: dict[str, Tensor], train_sequences: Sequence[np.ndar
     fps = {}
     for k, m in enumerate(compressed):
         tm = time.perf_counter()
-        hol, vec = (t.numpy() for t in pair_correlations(compressed[m].float(), pt, cfg.D, cfg.xi))
+        z = center_codes(compressed[m]) if cfg.center else compressed[m].float()
+        hol, vec = (t.numpy() for t in pair_correlations(z, pt, cfg.D, cfg.xi))
         codebooks[m] = torch.from_numpy(fit_codebook(vec, cfg.quantize, cfg.seed + k))
         st = usage_stats(vec, codebooks[m].numpy())
         st["holistic"] = {"mean": float(hol.mean()), "std": float(hol.std()), "min": float(hol.min()),
@@ -320,5 +335,6 @@ def fit_teacher(compressed: dict[str, Tensor], train_sequences: Sequence[np.ndar
                   f"{st['perplexity']:.1f}, dead {st['dead_codes']}, rel. quantisation error "
                   f"{st['quantisation_mse_relative']:.3f} ({st['seconds']:.1f} s)")
     stats["seconds"] = round(time.perf_counter() - t0, 2)
-    meta = {"quantizer": cfg.quantizer, "fingerprints": fps, "n_items": n_items, "seed": cfg.seed}
+    meta = {"quantizer": cfg.quantizer, "fingerprints": fps, "n_items": n_items, "seed": cfg.seed,
+            "center": bool(cfg.center)}
     return Teacher(compressed, codebooks, cfg.xi, cfg.D, meta), stats

@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParamError
+from ..models.kdsr import NEGLIGIBLE  # the family's model: its term-size threshold
 from ..params import get
 from ..runs import RunSpec, model_config
 
 
 def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path = "data"):
     """``(lr_schedule, epoch_callback)`` of a run: KDSR's asynchronous LR of the modality tables (``async_*``
-    options) and the modality-forgetting probe (``kdsr.forgetting``, M = the compress stage's m̃); None for the
-    other families."""
+    options) and :class:`TermSizes` (the modality-forgetting probe, ``kdsr.forgetting``, M = the compress stage's
+    m̃, and the loss-term sizes)."""
     cfg = model_config(spec)
     schedule = None
     if spec.arch == "kdsr":
+        check_patience(spec, cfg)
         from .async_lr import async_schedule
 
         schedule = async_schedule(cfg.async_lr, cfg.async_start, cfg.async_epochs, cfg.async_factor,
@@ -27,7 +29,7 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
     if unknown:
         raise ParamError(f"kdsr.forgetting.{unknown[0]}", "unknown key; known: enabled, pairs, seed")
     if not fcfg.get("enabled", True):
-        return schedule, None
+        return schedule, TermSizes(None)
     import numpy as np
     import torch
 
@@ -39,4 +41,37 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
         x, _, _ = load_features(Path(data_root) / "compressed" / spec.dataset / f"{m}.parquet")
         ref[m] = torch.from_numpy(np.ascontiguousarray(x))
     probe = ForgettingProbe(ref, int(fcfg.get("pairs", 20000)), int(fcfg.get("seed", 0))) if ref else None
-    return schedule, probe
+    return schedule, TermSizes(probe)
+
+
+def check_patience(spec: RunSpec, cfg: Any) -> None:
+    """KDSR's modality tables warm up (``async_lr: linear``) over ``async_epochs``: early stopping with a shorter
+    patience can select an epoch before the warm-up ends (issue 18: ``kdsr_sasrec`` was selected at epoch 7 of a
+    10-epoch warm-up with patience 5). A ParamError naming the trainer key."""
+    warm = int(cfg.async_epochs) if cfg.async_lr == "linear" else 0
+    t = spec.train
+    if t.monitor is not None and 0 < t.patience < warm:
+        raise ParamError(f"models.{spec.name}.train.patience", f"{t.patience} is shorter than the {warm}-epoch "
+                         "warm-up of the modality tables (async_epochs); set kdsr.train.patience >= async_epochs")
+
+
+class TermSizes:
+    """The family's epoch callback: the forgetting probe's values (when enabled) and every loss term's size
+    (``terms/...``: :meth:`modalrec.models.kdsr.KDSR.term_sizes` on its fixed batch; models without CDL log none).
+    A CDL term whose gradient on the tables is under 1% of the recommendation loss's is printed as a warning."""
+
+    def __init__(self, probe: Any = None):
+        self.probe = probe
+
+    def __call__(self, epoch: int, model: Any, logs: dict[str, float]) -> dict[str, float]:
+        out = dict(self.probe(epoch, model, logs) or {}) if self.probe is not None else {}
+        sizes = getattr(model, "term_sizes", None)
+        if sizes is not None:
+            t = sizes()
+            out.update(t)
+            low = [k[len("terms/"):-len("_negligible")] for k, v in t.items() if k.endswith("_negligible") and v]
+            for name in low:
+                print(f"kdsr: epoch {epoch}: the gradient of {name} on the tables is "
+                      f"{t[f'terms/{name}_grad_ratio']:.2%} of the recommendation loss's (under {NEGLIGIBLE:.0%})",
+                      flush=True)
+        return out

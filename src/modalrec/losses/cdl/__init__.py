@@ -10,10 +10,20 @@ keep those correlations while the recommender fine-tunes them:
 
   * ``frobenius`` (released code): per sequence ``sqrt(Σ_valid (r̂_ij − r_ij)² / τ² + 1e-8)``, averaged over the
     batch's sequences. τ is only a scale here.
-  * ``soft_match`` (the paper's Eq. 3 read literally): a temperature-τ softmax over j of each row (within the
-    sequence's valid pairs) for teacher and student, then the squared error averaged over valid pairs.
+  * ``soft_match`` (the paper's Eq. 3 read with σ a softmax): a temperature-τ softmax over j of each row (within
+    the sequence's valid pairs) for teacher and student, then the squared error averaged over valid pairs. Each
+    probability is ~1/U, so the loss and its gradient shrink like 1/U²: numerically inert for long sequences
+    (docs/kdsr.md, "Loss-term sizes").
+  * ``sigmoid_match`` (Eq. 3 read with σ the logistic function, "1/N² Σ_ij"): the squared error of σ(r̂_ij/τ) and
+    σ(r_ij/τ) averaged over the batch's ordered pairs; a per-pair mean, so its size does not depend on U.
 - dissected: ``p = W_out(ReLU(W_c |e_i − e_j|))`` (x logits) trained with cross-entropy against ``c_ij``, averaged
-  over valid pairs; it reads the raw trainable embeddings (no g_φ), as in the code.
+  over valid pairs; it reads the supervised embeddings directly (no g_φ), as in the code. ``code_pairs`` caps the
+  i < j pairs that go through this head per batch (a uniform sample, weighted to estimate the mean over all pairs;
+  0 = all): with long histories a batch has ~60k pairs (ML-100K) and the head's products dominate a step.
+
+**What is supervised**: the rows ``e_i`` of the batch's unique items come from ``rows(m, items)`` when the caller
+gives it (KDSR passes the representation its backbone scores with, e.g. the standardised, projected table of an
+ItemRepr backbone), else from the raw trainable table.
 
 **Which pairs** (K5): all ordered pairs of the *unique* items of each training sequence (padding masked), with the
 diagonal i = j included as the released code does (``diagonal: false`` drops it). Never N×N: one sort of the batch
@@ -46,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,18 +68,20 @@ from .batched import stacked_linear, stacked_module, table_rows
 from .cache import PairCache
 from .functions import BlockGram, CodeHeadNLL, SoftMatch, pair_row_sums
 from .pairs import SequencePairs, sequence_pairs, unique_items
-from .reference import (code_head_nll_reference, frobenius_loss, pair_mask, pairwise_xi, soft_match_loss,
-                        soft_match_pairs_reference, upper_pairs)
+from .reference import (code_head_nll_reference, frobenius_loss, pair_mask, pairwise_xi, sigmoid_match_loss,
+                        soft_match_loss, soft_match_pairs_reference, upper_pairs)
 from .teacher_api import teacher_attr, teacher_lookup, teacher_n_codes
 
 __all__ = ["CDL", "CDLConfig", "HOLISTIC_LOSSES", "PairCache", "SequencePairs", "block_xi", "code_head_nll",
            "code_head_nll_reference", "frobenius_loss", "frobenius_pairs", "pair_mask", "pair_row_sums", "pair_xi",
-           "pairwise_xi", "sequence_pairs", "soft_match_loss", "soft_match_pairs", "soft_match_pairs_reference",
+           "pairwise_xi", "sequence_pairs", "sigmoid_match_loss", "sigmoid_match_pairs", "soft_match_loss",
+           "soft_match_pairs", "soft_match_pairs_reference",
            "stacked_linear", "stacked_module", "table_rows", "teacher_attr", "teacher_lookup", "teacher_n_codes",
            "unique_items", "upper_pairs"]
 
 
-HOLISTIC_LOSSES = ("frobenius", "soft_match")
+HOLISTIC_LOSSES = ("frobenius", "soft_match", "sigmoid_match")
+NORMS = ("rows", "pairs")
 
 
 @dataclass
@@ -79,23 +91,32 @@ class CDLConfig:
     # released-code parity img (4, 4) txt (0.5, 0.5)
     weights: dict[str, list[float]] = field(default_factory=lambda: {"image": [1.0, 0.5], "text": [1.0, 0.5]})
     tau: float = 1.5
-    holistic_loss: str = "soft_match"  # soft_match (paper Eq. 3) | frobenius (released code)
+    holistic_loss: str = "soft_match"  # soft_match (row softmax) | sigmoid_match (Eq. 3, logistic σ) | frobenius (code)
     diagonal: bool = True  # include pairs (i, i) as the released code does
     proj_layers: int = 1  # g_φ: 1 Linear (paper) | 2 stacked Linear layers (released code)
     xi: str | None = None  # student's scoring function; None = the teacher's
     teacher_cache: int = 4_000_000  # item pairs whose teacher answers (all modalities) are kept across batches; 0 = off
+    code_pairs: int = 0  # most i < j pairs through the code head per batch (uniform sample while training); 0 = all
+    # how the code loss (and sigmoid_match) are averaged: "rows" = the mean over the batch's rows (each sequence's
+    # unique items) of a row's sum over its partners, "pairs" = the mean over ordered pairs (released code); see
+    # docs/kdsr.md, "Loss-term sizes": over pairs, a term's gradient on a table row shrinks like 1/U
+    norm: str = "pairs"
 
     def validate(self, key: str = "models.<name>") -> None:
         if self.holistic_loss not in HOLISTIC_LOSSES:
             raise ParamError(f"{key}.holistic_loss", f"must be one of {HOLISTIC_LOSSES}, got {self.holistic_loss!r}")
+        if self.norm not in NORMS:
+            raise ParamError(f"{key}.norm", f"must be one of {NORMS}, got {self.norm!r}")
         if not self.tau > 0:
             raise ParamError(f"{key}.tau", f"must be > 0, got {self.tau}")
         if self.proj_layers not in (1, 2):
             raise ParamError(f"{key}.proj_layers", f"must be 1 or 2, got {self.proj_layers}")
         if self.xi is not None:
             normalise_xi(self.xi, f"{key}.xi")
-        if not isinstance(self.teacher_cache, int) or isinstance(self.teacher_cache, bool) or self.teacher_cache < 0:
-            raise ParamError(f"{key}.teacher_cache", f"must be an integer >= 0, got {self.teacher_cache!r}")
+        for name in ("teacher_cache", "code_pairs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ParamError(f"{key}.{name}", f"must be an integer >= 0, got {v!r}")
         for m in self.modalities:
             w = self.weights.get(m)
             if w is None or len(w) != 2:
@@ -178,7 +199,10 @@ class CDL(nn.Module):
         self.cache.compact()
         return len(self.cache)
 
-    def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding]) -> dict[str, Tensor]:
+    def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding],
+                rows_fn: Callable[[str, Tensor], Tensor] | None = None, keep_terms: bool = False) -> dict[str, Tensor]:
+        """``rows_fn(m, items) -> [K, d]``: the supervised representation of the items (default: the raw table's
+        rows). ``keep_terms``: also return ``"terms"``, the weighted terms with their graphs (for gradient sizes)."""
         for m in self.cfg.modalities:
             if m not in tables:
                 raise ParamError("models.<name>.modalities", f"the backbone has no trainable {m!r} table")
@@ -190,42 +214,61 @@ class CDL(nn.Module):
         r, target = self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
         out: dict[str, Tensor] = {}
         terms: list[Tensor] = []
-        # every modality's rows of the batch's unique items, gathered once for both losses (sparse table gradients)
-        rows = {m: table_rows(tables[m].weight, items) for m in dict.fromkeys(self.hol_mods + self.code_mods)}
+        # every modality's rows of the batch's distinct items (an item in several sequences once: long histories
+        # repeat items across a batch), gathered once for both losses (sparse table gradients), then per sequence
+        uniq, inv = torch.unique(items, return_inverse=True)
+        rows_u = {m: table_rows(tables[m].weight, uniq) if rows_fn is None else rows_fn(m, uniq)
+                  for m in dict.fromkeys(self.hol_mods + self.code_mods)}
+        weighted: dict[str, Tensor] = {}
         stacked: dict[tuple[str, ...], Tensor] = {}
 
         def stack(mods: list[str]) -> Tensor:  # [M, K, d], shared when both losses use the same modalities
             key = tuple(mods)
             if key not in stacked:
-                stacked[key] = torch.stack([rows[m] for m in mods])
+                stacked[key] = torch.stack([rows_u[m] for m in mods]).index_select(1, inv)
             return stacked[key]
 
         if self.hol_mods:  # holistic: ξ(g_φ(e_i), g_φ(e_j)) against the teacher's ξ(m̃_i, m̃_j), all at once
-            Z = stacked_module(stack(self.hol_mods), [self.proj[m] for m in self.hol_mods])
+            Z = stacked_module(torch.stack([rows_u[m] for m in self.hol_mods]),
+                               [self.proj[m] for m in self.hol_mods]).index_select(1, inv)  # g_φ once per item
             r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
             r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
-            loss = frobenius_pairs if self.cfg.holistic_loss == "frobenius" else soft_match_pairs
+            loss = {"frobenius": frobenius_pairs, "soft_match": soft_match_pairs,
+                    "sigmoid_match": sigmoid_match_pairs}[self.cfg.holistic_loss]
             parts = loss(r_hat, r, pairs, self.cfg.tau)  # [M]
+            if self.cfg.holistic_loss == "sigmoid_match" and self.cfg.norm == "rows":
+                parts = parts * (pairs.weight.sum() / max(items.shape[0], 1))  # the pair mean -> the row mean
             for m, v in zip(self.hol_mods, parts.detach().unbind()):
                 out[f"cdl/{m}_holistic"] = v
-            terms.append((parts * parts.new_tensor([self.weights[m][0] for m in self.hol_mods])).sum())
+            w = parts * parts.new_tensor([self.weights[m][0] for m in self.hol_mods])
+            weighted.update({f"{m}_holistic": w[k] for k, m in enumerate(self.hol_mods)})
+            terms.append(w.sum())
         if self.code_mods:
             target = target.to(device=items.device, dtype=torch.long)
             col = {m: k for k, m in enumerate(self.code_mods)}
             n_off, n_diag = pairs.off.shape[0], pairs.diag.shape[0]
-            ia, ib = pairs.i.index_select(0, pairs.off), pairs.j.index_select(0, pairs.off)
+            off, w_off = pairs.off, 2.0
+            cap = self.cfg.code_pairs
+            if self.training and 0 < cap < n_off:  # a uniform sample of the i < j pairs, weighted to stand for all
+                off = off.index_select(0, torch.randperm(n_off, device=off.device)[:cap].sort().values)
+                w_off = 2.0 * n_off / cap
+            ia, ib = pairs.i.index_select(0, off), pairs.j.index_select(0, off)
             for group in self.code_groups:
                 heads = [self.code_head[m] for m in group]
                 t = target[:, [col[m] for m in group]].t()  # [M, P]
-                ce = code_head_nll(stack(group), ia, ib, heads, t.index_select(1, pairs.off),
-                                   t.index_select(1, pairs.diag))
-                parts = ce / max(2 * n_off + n_diag, 1)
+                ce = code_head_nll(stack(group), ia, ib, heads, t.index_select(1, off),
+                                   t.index_select(1, pairs.diag), w_off)
+                parts = ce / max(2 * n_off + n_diag if self.cfg.norm == "pairs" else items.shape[0], 1)
                 for m, v in zip(group, parts.detach().unbind()):
                     out[f"cdl/{m}_code"] = v
-                terms.append((parts * parts.new_tensor([self.weights[m][1] for m in group])).sum())
+                w = parts * parts.new_tensor([self.weights[m][1] for m in group])
+                weighted.update({f"{m}_code": w[k] for k, m in enumerate(group)})
+                terms.append(w.sum())
         order = [f"cdl/{m}_{k}" for m in self.cfg.modalities for k in ("holistic", "code")]
         out = {k: out[k] for k in order if k in out}
         out["cdl"] = sum(terms[1:], terms[0]) if terms else input_ids.new_zeros((), dtype=torch.float32)
+        if keep_terms:
+            out["terms"] = weighted  # type: ignore[assignment]
         return out
 
 
@@ -238,6 +281,13 @@ def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) 
     if not bool(has.any()):
         return r_hat.sum(-1) * 0
     return torch.sqrt(per_seq[..., has] + 1e-8).mean(-1)
+
+
+def sigmoid_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
+    """:func:`~.reference.sigmoid_match_loss` on the pair lists ``[..., P]`` (result: the leading shape): the mean
+    over the batch's ordered pairs (weight 2 for each i < j pair) of ``(σ(r̂/τ) − σ(r/τ))²``."""
+    d = (torch.sigmoid(r_hat / tau) - torch.sigmoid(r.detach() / tau)).pow(2) * pairs.weight
+    return d.sum(-1) / pairs.weight.sum().clamp(min=1)
 
 
 def soft_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:
@@ -277,7 +327,7 @@ def pair_xi(z: Tensor, i: Tensor, j: Tensor, xi: str) -> Tensor:
 
 
 def code_head_nll(E: Tensor, ia: Tensor, ib: Tensor, heads: list[nn.Module], t_off: Tensor,
-                  t_diag: Tensor) -> Tensor:
+                  t_diag: Tensor, w_off: float = 2.0) -> Tensor:
     """The dissected loss of every modality of a group, before averaging: ``[M]`` sums of
     ``−log softmax(head_m(|e_a − e_b|))[code]``, weight 2 for each i < j pair (it stands for both orders) and 1 for
     each diagonal pair (input 0). ``E [M, K, d]``: the modalities' embeddings of the batch's unique items;
@@ -291,4 +341,4 @@ def code_head_nll(E: Tensor, ia: Tensor, ib: Tensor, heads: list[nn.Module], t_o
     b1 = torch.stack([h[0].bias for h in heads])
     W2 = torch.stack([h[2].weight for h in heads])
     b2 = torch.stack([h[2].bias for h in heads])
-    return CodeHeadNLL.apply(E, ia, ib, W1, b1, W2, b2, t_off, t_diag)
+    return CodeHeadNLL.apply(E, ia, ib, W1, b1, W2, b2, t_off, t_diag, float(w_off))

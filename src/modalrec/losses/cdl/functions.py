@@ -114,12 +114,13 @@ class CodeHeadNLL(torch.autograd.Function):
     six backward, besides the six batched products: the pairs' ends are read from the K item rows and their
     gradients added back there (no ``[2P, d]`` gradient for the tables), the diagonal pairs' shared zero input is
     computed on its own, the softmax reuses the saved log-probabilities in place, and the upstream gradient scales
-    the small weight tensors rather than ``[M, P, x]``. Runs in float32 under CUDA autocast."""
+    the small weight tensors rather than ``[M, P, x]``. Runs in float32 under CUDA autocast. ``w_off``: the
+    weight of each listed i < j pair (2: it stands for both orders; larger when the pairs are a sample)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, E: Tensor, ia: Tensor, ib: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor,
-                t_off: Tensor, t_diag: Tensor) -> Tensor:
+                t_off: Tensor, t_diag: Tensor, w_off: float = 2.0) -> Tensor:
         G, P = t_off.shape
         diff, other = E.new_empty((G, P, E.shape[2])), E.new_empty((P, E.shape[2]))
         for g in range(G):  # (dim-0 index_select into place: ~2x faster on CPU than one dim-1 select)
@@ -131,8 +132,8 @@ class CodeHeadNLL(torch.autograd.Function):
         h0 = b1.relu().unsqueeze(1)  # |e_i − e_i| = 0: the diagonal pairs' hidden layer
         logp0 = torch.baddbmm(b2.unsqueeze(1), h0, W2.transpose(1, 2)).log_softmax(-1)  # [M, 1, x]
         ctx.save_for_backward(diff, x, h, logp, h0, logp0, W1, W2, t_off, t_diag, ia, ib)
-        ctx.K = E.shape[1]
-        return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0[:, 0].gather(1, t_diag).sum(1)
+        ctx.K, ctx.w_off = E.shape[1], float(w_off)
+        return -ctx.w_off * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0[:, 0].gather(1, t_diag).sum(1)
 
     @staticmethod
     @once_differentiable
@@ -144,7 +145,7 @@ class CodeHeadNLL(torch.autograd.Function):
         # n_diag·grad on its softmax minus grad per diagonal pair's code
         dz = logp.exp_()  # the saved log-probabilities are not needed again
         dz.scatter_add_(2, t_off.unsqueeze(-1), dz.new_full((G, P, 1), -1.0))
-        c = (2 * grad).view(G, 1, 1)
+        c = (ctx.w_off * grad).view(G, 1, 1)
         dz0 = logp0.exp() * t_diag.shape[1]
         dz0[:, 0].scatter_add_(1, t_diag, dz0.new_full(t_diag.shape, -1.0))
         dz0 = dz0 * grad.view(G, 1, 1)
@@ -155,7 +156,7 @@ class CodeHeadNLL(torch.autograd.Function):
         dW1 = torch.bmm(dh.transpose(1, 2), x)  # the zero input adds nothing to dW1
         db1 = dh.sum(1).add_(dh0[:, 0])
         da = torch.bmm(dh, W1).mul_(diff.sgn_())  # d/d e_a; d/d e_b is its negative
-        return pair_row_sums(da, ia, ib, ctx.K), None, None, dW1, db1, dW2, db2, None, None
+        return pair_row_sums(da, ia, ib, ctx.K), None, None, dW1, db1, dW2, db2, None, None, None
 
 
 def pair_row_sums(v: Tensor, ia: Tensor, ib: Tensor, K: int, sparse: bool | None = None) -> Tensor:

@@ -71,10 +71,17 @@ def soft_match_pairs_reference(r_hat: Tensor, r: Tensor, pairs: SequencePairs, t
 
 
 def code_head_nll_reference(E: Tensor, ia: Tensor, ib: Tensor, heads: list[nn.Module], t_off: Tensor,
-                            t_diag: Tensor) -> Tensor:
+                            t_diag: Tensor, w_off: float = 2.0) -> Tensor:
     """:func:`code_head_nll` with plain autograd operations (the readable definition)."""
     z = torch.stack([h((e[ia] - e[ib]).abs()) for e, h in zip(E, heads)])
     z0 = torch.stack([h(E.new_zeros(E.shape[-1])) for h in heads])  # [M, x]
     dtype = torch.promote_types(z.dtype, torch.float32)  # half-precision logits: softmax in float32
     logp, logp0 = F.log_softmax(z.to(dtype), dim=-1), F.log_softmax(z0.to(dtype), dim=-1)
-    return -2 * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0.gather(1, t_diag).sum(1)
+    return -w_off * logp.gather(-1, t_off.unsqueeze(-1)).sum((1, 2)) - logp0.gather(1, t_diag).sum(1)
+
+
+def sigmoid_match_loss(r_hat: Tensor, r: Tensor, mask: Tensor, tau: float) -> Tensor:
+    """Paper Eq. 3 with σ the logistic function of each pair: ``(1/#pairs) Σ_ij (σ(r̂_ij/τ) − σ(r_ij/τ))²`` over the
+    valid ordered pairs of the batch (dense ``[B, U, U]`` form; :class:`CDL` uses :func:`sigmoid_match_pairs`)."""
+    d = (torch.sigmoid(r_hat / tau) - torch.sigmoid(r / tau)).pow(2) * mask
+    return d.sum() / mask.sum().clamp(min=1)
