@@ -203,6 +203,10 @@ class SessionGraphModel(SeqRecModel):
         s[:, 0] = float("-inf")
         return s
 
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """``(user vectors, ID table)`` with ``score_all = users @ table.T``: the evaluator's chunked ranking."""
+        return self.user_vectors(input_ids), self.id_emb.weight
+
     def item_representations(self) -> Tensor:
         return self.id_emb.weight
 

@@ -176,6 +176,12 @@ class ReprSeqModel(SeqRecModel):
         s[:, 0] = float("-inf")
         return s
 
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """``(user vectors [B, d], item table [N+1, d])`` with ``score_all = users @ table.T`` (column 0 = -inf):
+        lets the evaluator rank a large catalogue in chunks."""
+        table = self.items.table()
+        return self.user_vectors(input_ids, table), table
+
     def item_representations(self) -> Tensor:
         return self.items.table()
 

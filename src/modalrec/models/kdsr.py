@@ -104,6 +104,9 @@ class KDSR(SeqRecModel):
     def score_all(self, input_ids: Tensor) -> Tensor:
         return self.backbone.score_all(input_ids)
 
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        return self.backbone.score_factors(input_ids)
+
     def item_representations(self) -> Tensor:
         return self.backbone.item_representations()
 
