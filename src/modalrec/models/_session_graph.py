@@ -192,8 +192,15 @@ class SessionGraphModel(SeqRecModel):
         """Sequence representations ``[B, dim]`` of left-padded histories ``[B, L]``."""
         raise NotImplementedError
 
+    output_loss = None  # a sampled / in-batch softmax (train.loss) instead of the full one
+
+    def set_output_loss(self, loss) -> None:
+        self.output_loss = loss
+
     def loss(self, batch: Batch) -> Tensor:
         ids, tgt = prefix_instances(batch.input_ids, batch.targets)
+        if self.output_loss is not None:  # the prefixes are the positions targets > 0, row-major
+            return self.output_loss(self.user_vectors(ids), self.id_emb.weight, tgt, batch.input_ids, batch.targets)
         logits = self.user_vectors(ids) @ self.id_emb.weight.t()
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits.float(), tgt)

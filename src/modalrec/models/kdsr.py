@@ -87,6 +87,9 @@ class KDSR(SeqRecModel):
             groups.append({"params": [p for p in self.cdl.parameters() if p.requires_grad], "lr": lr, "name": "cdl"})
         return groups
 
+    def set_output_loss(self, loss) -> None:
+        self.backbone.set_output_loss(loss)  # the recommendation loss is the backbone's; CDL is unchanged
+
     def on_epoch_start(self, epoch: int) -> None:
         self.backbone.on_epoch_start(epoch)
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from ..data.batching import EvalInstances, TrainWindows, train_batches
 from ..errors import ParamError
 from ..evaluate.protocol import EvalConfig, evaluate
 from ..io import write_json
+from ..losses.sampled import KINDS as LOSSES, SAMPLING, OutputLoss
 from ..models.base import SeqRecModel
 from ..params import dataclass_from
 from . import checkpoint as ckpt
@@ -48,6 +50,9 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler); ignored on CPU
     track_test: bool = False  # also evaluate test every epoch (needed by evaluate.select_on: test_max)
     resume: bool = True  # resume from an unfinished last.pt with the same fingerprint
+    loss: str = "full"  # full | sampled | inbatch: the softmax of models that train one over the catalogue
+    num_negatives: int = 1000  # loss: sampled: negatives shared by a batch
+    sampling: str = "popularity"  # loss: sampled: proposal, uniform | popularity (count + 1); logQ-corrected
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -55,6 +60,12 @@ class TrainConfig:
         for k in ("epochs", "batch_size"):
             if int(getattr(self, k)) < 1:
                 raise ParamError(f"train.{k}", "must be >= 1")
+        if self.loss not in LOSSES:
+            raise ParamError("train.loss", f"must be one of {LOSSES}, got {self.loss!r}")
+        if self.sampling not in SAMPLING:
+            raise ParamError("train.sampling", f"must be one of {SAMPLING}, got {self.sampling!r}")
+        if int(self.num_negatives) < 1:
+            raise ParamError("train.num_negatives", "must be >= 1")
         if not self.lr > 0:
             raise ParamError("train.lr", "must be > 0")
         if self.monitor is not None:
@@ -114,6 +125,14 @@ class Trainer:
             mult = 1.0 if self.lr_schedule is None else float(self.lr_schedule(epoch, g["name"]))
             g["lr"] = g["base_lr"] * mult
 
+    def _output_loss(self) -> OutputLoss | None:
+        """``train.loss``'s replacement of the full softmax (None = full), its proposal from the windows' items."""
+        if self.cfg.loss == "full":
+            return None
+        items = self.windows.items
+        return OutputLoss(self.cfg.loss, self.cfg.num_negatives, self.cfg.sampling,
+                          np.bincount(items[items > 0].ravel(), minlength=1))
+
     def _autocast(self):
         if self.device.type == "cuda" and self.cfg.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -142,6 +161,7 @@ class Trainer:
         t_start = time.perf_counter()
         ckpt.seed_everything(self.seed)
         model.to(self.device)
+        model.set_output_loss(self._output_loss())
         opt = self._optimizer()
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.amp
                                       and not torch.cuda.is_bf16_supported())
