@@ -14,6 +14,9 @@ Memory: a model whose scores are dot products (``score_factors``: the ID/modalit
 ``item_chunk`` items at a time once the catalogue is larger than that (:func:`~.metrics.chunked_target_ranks`:
 O(batch x chunk) memory, the same ranks); smaller catalogues, and other models, are scored in one [batch, N+1] piece.
 ``item_chunk`` and ``batch_size`` are not part of the protocol: they never change a rank.
+
+Under a process group (``torchrun``), rank r scores the batches r, r + K, ... and the ranks are gathered before any
+metric is computed, so every rank gets the metrics of the whole split (not an average of per-rank metrics).
 """
 
 from __future__ import annotations
@@ -94,8 +97,11 @@ def rank_instances(model: torch.nn.Module, inst: EvalInstances, cfg: EvalConfig,
     chunked = callable(factors) and model.item_representations().shape[0] > int(cfg.item_chunk)
     it = inst.batches(int(cfg.batch_size))
     n_batches = -(-len(inst) // int(cfg.batch_size))
-    for rows, inp, tgt in tqdm(it, total=n_batches, desc=f"eval {inst.split}", leave=False,
-                               disable=None if progress else True):
+    rank, world = _world()
+    for bi, (rows, inp, tgt) in enumerate(tqdm(it, total=n_batches, desc=f"eval {inst.split}", leave=False,
+                                               disable=None if progress and rank == 0 else True)):
+        if bi % world != rank:
+            continue
         inp, tgt = inp.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
         if cfg.mask_history:
             b, items = inst.full_history(rows)
@@ -121,7 +127,33 @@ def rank_instances(model: torch.nn.Module, inst: EvalInstances, cfg: EvalConfig,
             else:
                 branch_ranks.setdefault(name, np.zeros(len(inst), dtype=np.int64))[rows] = r
     model.train(was_training)
+    if world > 1:
+        ranks, branch_ranks = _gather(ranks, branch_ranks, len(inst))
     return ranks, branch_ranks
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(ranks: np.ndarray, branch_ranks: dict[str, np.ndarray], n: int):
+    """Every rank filled the rows of its own batches (zeros elsewhere): the sum over ranks is the whole split."""
+    import torch.distributed as dist
+
+    names: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(names, sorted(branch_ranks))
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = []
+    for name in ["", *sorted({b for ns in names for b in ns})]:
+        r = ranks if name == "" else branch_ranks.get(name, np.zeros(n, dtype=np.int64))
+        t = torch.from_numpy(np.ascontiguousarray(r)).to(dev)
+        dist.all_reduce(t)
+        out.append((name, t.cpu().numpy()))
+    return out[0][1], dict(out[1:])
 
 
 def evaluate(model: torch.nn.Module, inst: EvalInstances, cfg: EvalConfig, device: torch.device | str,
