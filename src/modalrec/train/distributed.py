@@ -43,11 +43,27 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def launch(nproc: int, fn: Any, *args: Any) -> Any:
+    """``torchrun --standalone --nproc_per_node=nproc`` from inside Python (``train.nproc``): torch's elastic
+    launcher starts ``nproc`` processes running ``fn(*args)`` with the rendezvous environment set; returns rank 0's
+    result. A failing rank fails the whole launch."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=f"modalrec-{os.getpid()}",
+                       rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn")
+    return elastic_launch(cfg, fn)(*args)[0]
+
+
+def under_launcher() -> bool:
+    """True inside a torchrun / :func:`launch` process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def setup(device: str | torch.device) -> torch.device:
     """Join the process group torchrun set up in the environment (``WORLD_SIZE`` > 1), once; return this rank's
     device (``cuda:<LOCAL_RANK>`` on GPUs). Outside torchrun: the device unchanged."""
     device = torch.device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not under_launcher():
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

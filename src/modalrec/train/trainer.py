@@ -58,11 +58,12 @@ class TrainConfig:
     loss: str = "full"  # full | sampled | inbatch: the softmax of models that train one over the catalogue
     num_negatives: int = 1000  # loss: sampled: negatives shared by a batch
     sampling: str = "popularity"  # loss: sampled: proposal, uniform | popularity (count + 1); logQ-corrected
+    nproc: int = 1  # data-parallel processes the train stage launches (torchrun's engine; 1 = this process)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
             raise ParamError("train.optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
-        for k in ("epochs", "batch_size"):
+        for k in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, k)) < 1:
                 raise ParamError(f"train.{k}", "must be >= 1")
         if self.loss not in LOSSES:
