@@ -111,6 +111,13 @@ def broadcast(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's ``obj`` on rank ``dst`` (in rank order); None on the other ranks."""
+    out: list[Any] | None = [None] * world()[1] if world()[0] == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
 def all_gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world()[1]
     dist.all_gather_object(out, obj)
