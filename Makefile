@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all bench bench-pipeline clean-outputs
+.PHONY: install run test test-all bench bench-pipeline gpu-check clean-outputs
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ test-all: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py
 
 bench-pipeline: install
 	$(BIN)/python benchmarks/pipeline.py --rev HEAD

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ON_REQUEST = {"pipeline"}  # run only when named
+ON_REQUEST = {"pipeline", "scale", "gpu_check"}  # run only when named (make gpu-check; scale: a 1M-item run)
 
 
 def main(argv: list[str]) -> int:

@@ -71,25 +71,51 @@ def train_windows(sequences: Sequence[np.ndarray], n_train: np.ndarray, max_len:
                         max_len)
 
 
+def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    if shuffle:
+        return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    return np.arange(n)
+
+
+def _batch(items: torch.Tensor, lengths: np.ndarray, users: torch.Tensor, idx: np.ndarray) -> Batch:
+    L = int(lengths[idx].max()) - 1  # inputs of the longest window
+    rows = items[torch.from_numpy(idx)][:, -(L + 1):]
+    inp, tgt = rows[:, :-1], rows[:, 1:]
+    tgt = torch.where(inp > 0, tgt, torch.zeros_like(tgt))
+    return Batch(input_ids=inp.contiguous(), targets=tgt.contiguous(), users=users[torch.from_numpy(idx)])
+
+
 def train_batches(windows: TrainWindows, batch_size: int, seed: int, epoch: int,
                   shuffle: bool = True) -> Iterator[Batch]:
     """Yield :class:`Batch` es for one epoch, cropped to each batch's longest window."""
-    n = len(windows)
-    if shuffle:
-        g = np.random.default_rng([int(seed), int(epoch)])
-        order = g.permutation(n)
-    else:
-        order = np.arange(n)
-    items = torch.from_numpy(windows.items)
-    lengths = windows.lengths
-    users = torch.from_numpy(windows.users)
-    for s in range(0, n, batch_size):
+    order = _epoch_order(len(windows), seed, epoch, shuffle)
+    items, users = torch.from_numpy(windows.items), torch.from_numpy(windows.users)
+    for s in range(0, len(order), batch_size):
+        yield _batch(items, windows.lengths, users, order[s: s + batch_size])
+
+
+def shard(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank ``rank``'s part of a global batch: windows ``rank, rank + world, ...`` (disjoint; together all)."""
+    return idx[rank::world]
+
+
+def sharded_train_batches(windows: TrainWindows, batch_size: int, seed: int, epoch: int, rank: int, world: int,
+                          shuffle: bool = True) -> Iterator[tuple[Batch, float]]:
+    """Data-parallel epochs: the global batches of :func:`train_batches` (same order), each split over ``world``
+    ranks by :func:`shard`. Yields ``(this rank's batch, weight)``: ``weight = world * its targets / the global
+    batch's targets``, so that averaging ``weight * mean loss`` over the ranks gives the global batch's mean loss.
+    A rank left without windows (a last batch smaller than ``world``) gets the batch's first window with weight 0,
+    so that every rank takes part in every step."""
+    order = _epoch_order(len(windows), seed, epoch, shuffle)
+    items, users = torch.from_numpy(windows.items), torch.from_numpy(windows.users)
+    n_tgt = windows.lengths - 1
+    for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
-        L = int(lengths[idx].max()) - 1  # inputs of the longest window
-        rows = items[torch.from_numpy(idx)][:, -(L + 1):]
-        inp, tgt = rows[:, :-1], rows[:, 1:]
-        tgt = torch.where(inp > 0, tgt, torch.zeros_like(tgt))
-        yield Batch(input_ids=inp.contiguous(), targets=tgt.contiguous(), users=users[torch.from_numpy(idx)])
+        mine = shard(idx, rank, world)
+        if len(mine) == 0:
+            yield _batch(items, windows.lengths, users, idx[:1]), 0.0
+        else:
+            yield _batch(items, windows.lengths, users, mine), world * float(n_tgt[mine].sum()) / float(n_tgt[idx].sum())
 
 
 @dataclass

@@ -66,6 +66,7 @@ class EncoderConfig:
     image_size: int = 224             # image: input resolution for the non-processor presets
     dtype: str = "float32"            # stored vector dtype: float32 | float16 (token caches are always float16)
     num_workers: int = 0              # image decoding workers (DataLoader)
+    nproc: int = 1                    # data-parallel processes (ranks/GPUs) sharing the batches; never changes a vector
     trust_remote_code: bool = False   # hf: allow repository code (e.g. ChatGLM); off by default
     # precomputed family
     path: str | None = None           # .npy / .feat / .parquet file
@@ -89,12 +90,18 @@ class EncoderConfig:
             raise ParamError(f"{key}.precision", f"must be fp32, fp16 or bf16, got {cfg.precision!r}")
         if cfg.dtype not in ("float32", "float16"):
             raise ParamError(f"{key}.dtype", f"must be float32 or float16, got {cfg.dtype!r}")
+        if int(cfg.nproc) < 1:
+            raise ParamError(f"{key}.nproc", "must be >= 1")
         if int(cfg.batch_size) < 1 or int(cfg.max_length) < 1:
             raise ParamError(f"{key}.batch_size", "batch_size and max_length must be >= 1")
         return cfg
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options recorded in a cache's metadata (``nproc`` left out: the ranks encode exactly the batches of
+        one process, so it never changes the cache)."""
+        d = dataclasses.asdict(self)
+        d.pop("nproc")
+        return d
 
 
 @dataclass

@@ -3,6 +3,11 @@
 Pure library code (no DVC): :func:`encode_catalogue` takes the items table, an :class:`EncoderConfig` and an output
 path. Items without an input get a zero vector and ``has_feature = False``; unreadable images are counted, listed
 in the metadata (first 20) and reported, never fatal.
+
+Under a process group (``encode.<m>.nproc`` > 1 or torchrun; :mod:`modalrec.train.distributed`) rank r encodes the
+batches r, r + K, ... of the single-process batching (so every vector is the one a single process computes), in
+lockstep: after each round the ranks' results are gathered to rank 0, which alone writes the one cache. Memory on
+rank 0 stays at K batches plus the cache being written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..errors import DataError, ParamError
+from ..train import distributed as ddp
 from .cache import TokenWriter, write_features
 from .images import UNREADABLE, load_image
 from .registry import Encoder, EncoderConfig, build_encoder, sha256_files
@@ -116,18 +122,45 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
     unreadable: list[str] = []
     absent_fields: list[str] = []
     t1 = time.perf_counter()
+    rank, world = ddp.world()
+    main = rank == 0
     vectors = np.zeros((n, enc.dim), dtype=np.float32) if not enc.tokens else None
     has = np.zeros(n, dtype=bool)
-    writer = TokenWriter(out, n, enc.n_tokens, enc.dim) if enc.tokens else None
+    writer = TokenWriter(out, n, enc.n_tokens, enc.dim) if enc.tokens and main else None
+
+    def as_numpy(result):
+        if enc.tokens:
+            tok, mask = result
+            return tok.float().cpu().numpy(), mask.cpu().numpy()
+        return result.float().cpu().numpy()
 
     def store(rows: list[int], result) -> None:
         rows_a = np.asarray(rows)
         has[rows_a] = True
-        if writer is not None:
-            tok, mask = result
-            writer.write(rows_a + 1, tok.float().cpu().numpy(), mask.cpu().numpy())
+        if enc.tokens:
+            if writer is not None:
+                writer.write(rows_a + 1, *result)
         else:
-            vectors[rows_a] = result.float().cpu().numpy()
+            vectors[rows_a] = result
+
+    def consume(batches, n_chunks: int) -> None:
+        """Store ``(rows, result | None, unreadable)`` per batch; with K ranks, each round's K batches (chunks
+        ``round * K + r``) are gathered to rank 0 in rank order, which is the single-process order."""
+        if world == 1:
+            for rows_b, result, bad in batches:
+                unreadable.extend(bad)
+                if result is not None:
+                    store(rows_b, as_numpy(result))
+            return
+        it = iter(batches)
+        for _ in range(-(-n_chunks // world)):
+            mine = next(it, None)
+            payload = None if mine is None else (mine[0], None if mine[1] is None else as_numpy(mine[1]), mine[2])
+            for p in ddp.gather(payload) or []:  # (rank 0 only)
+                if p is not None:
+                    unreadable.extend(p[2])
+                    if p[1] is not None:
+                        store(p[0], p[1])
 
     try:
         if enc.lookup is not None:                                   # precomputed vectors
@@ -141,11 +174,15 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
                 # Longest first: batches pad less (faster) and an OOM shows up in the first batch. Stable, so
                 # deterministic. KDSR's unmasked mean depends on padding, so its parity mode keeps item order.
                 rows.sort(key=lambda i: -len(texts[i]))
-            bar = tqdm(total=len(rows), desc=key, unit="item", disable=not progress)
-            for s in range(0, len(rows), cfg.batch_size):
-                chunk = rows[s:s + cfg.batch_size]
-                store(chunk, enc.forward([texts[i] for i in chunk]))
-                bar.update(len(chunk))
+            chunks = [rows[s:s + cfg.batch_size] for s in range(0, len(rows), cfg.batch_size)]
+            bar = tqdm(total=len(rows), desc=key, unit="item", disable=not progress or not main)
+
+            def text_batches():
+                for chunk in chunks[rank::world]:
+                    yield chunk, enc.forward([texts[i] for i in chunk]), []
+                    bar.update(len(chunk) * world)
+
+            consume(text_batches(), len(chunks))
             bar.close()
         else:
             for col in ("image_path", "image_bytes"):
@@ -154,15 +191,20 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
             paths, blobs = items["image_path"].to_list(), items["image_bytes"].to_list()
             rows = [i for i in range(n) if paths[i] is not None or blobs[i] is not None]
             n_input = len(rows)
-            loader = DataLoader(_Images(rows, paths, blobs, enc.transform), batch_size=cfg.batch_size,
+            chunks = [rows[s:s + cfg.batch_size] for s in range(0, len(rows), cfg.batch_size)]
+            mine = [r for chunk in chunks[rank::world] for r in chunk]  # re-batched: the same chunks
+            loader = DataLoader(_Images(mine, paths, blobs, enc.transform), batch_size=cfg.batch_size,
                                 num_workers=cfg.num_workers, collate_fn=_collate)
-            bar = tqdm(total=len(rows), desc=key, unit="img", disable=not progress)
-            for batch in loader:
-                ok = [(r, x) for r, x in batch if not isinstance(x, str)]
-                unreadable += [x for _, x in batch if isinstance(x, str)]
-                if ok:
-                    store([r for r, _ in ok], enc.forward(torch.stack([x for _, x in ok])))
-                bar.update(len(batch))
+            bar = tqdm(total=len(rows), desc=key, unit="img", disable=not progress or not main)
+
+            def image_batches():
+                for batch in loader:
+                    ok = [(r, x) for r, x in batch if not isinstance(x, str)]
+                    bad = [x for _, x in batch if isinstance(x, str)]
+                    yield [r for r, _ in ok], enc.forward(torch.stack([x for _, x in ok])) if ok else None, bad
+                    bar.update(len(batch) * world)
+
+            consume(image_batches(), len(chunks))
             bar.close()
         seconds = time.perf_counter() - t1
 
@@ -180,7 +222,7 @@ def encode_catalogue(items: pl.DataFrame, cfg: EncoderConfig, kind: str, out: st
         }
         if writer is not None:
             writer.close(meta)
-        else:
+        elif main and not enc.tokens:
             write_features(out, vectors, has, meta, dtype=cfg.dtype)
     except BaseException:
         if writer is not None and hasattr(writer, "tokens"):

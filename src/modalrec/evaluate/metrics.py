@@ -36,6 +36,44 @@ def target_ranks(scores: Tensor, targets: Tensor, ties: str = "optimistic") -> T
     return torch.ge(scores, t).sum(1, dtype=torch.int32).long() - 1
 
 
+def chunked_target_ranks(users: Tensor, table: Tensor, targets: Tensor, chunk: int, ties: str = "optimistic",
+                         exclude: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """:func:`target_ranks` of the scores ``users @ table.T`` ([B, d] x [N+1, d]; column 0 = padding) without ever
+    holding the [B, N+1] matrix: the catalogue is scored ``chunk`` items at a time and each chunk adds its count of
+    items ranked above the target, so memory is O(B * chunk) (RecBole's full_sort_topk needs O(B * N)).
+
+    ``exclude`` = (row, item) pairs whose scores are -inf (the history mask; the target itself is never excluded).
+    The target's score is its own dot product, used in every chunk and written over its column, so the target never
+    counts itself whatever the float rounding of the chunk's product. The counts add up exactly: the ranks equal the
+    unchunked ones on the same scores, ties included.
+    """
+    if ties not in TIES:
+        raise ParamError("evaluate.ties", f"must be one of {TIES}, got {ties!r}")
+    if int(chunk) < 1:
+        raise ParamError("evaluate.item_chunk", "must be >= 1")
+    u = users.float()
+    t_score = (u * table[targets].float()).sum(1, keepdim=True)  # [B, 1]
+    rows = torch.arange(len(targets), device=u.device)
+    count = torch.zeros(len(targets), dtype=torch.int64, device=u.device)
+    n = table.shape[0]
+    for lo in range(0, n, int(chunk)):
+        hi = min(n, lo + int(chunk))
+        s = u @ table[lo:hi].float().T  # [B, hi-lo]
+        if lo == 0:
+            s[:, 0] = float("-inf")
+        if exclude is not None:
+            b, it = exclude
+            sel = (it >= lo) & (it < hi)
+            s[b[sel], it[sel] - lo] = float("-inf")
+        mine = (targets >= lo) & (targets < hi)
+        s[rows[mine], targets[mine] - lo] = t_score[mine, 0]
+        if ties == "optimistic":
+            count += torch.gt(s, t_score).sum(1, dtype=torch.int32)
+        else:
+            count += torch.ge(s, t_score).sum(1, dtype=torch.int32)
+    return count if ties == "optimistic" else count - 1
+
+
 def metric_arrays(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """Per-instance HR/MRR/NDCG@k from 0-based ranks (k larger than the catalogue simply makes every hit count)."""
     ranks = np.asarray(ranks, dtype=np.float64)

@@ -192,8 +192,15 @@ class SessionGraphModel(SeqRecModel):
         """Sequence representations ``[B, dim]`` of left-padded histories ``[B, L]``."""
         raise NotImplementedError
 
+    output_loss = None  # a sampled / in-batch softmax (train.loss) instead of the full one
+
+    def set_output_loss(self, loss) -> None:
+        self.output_loss = loss
+
     def loss(self, batch: Batch) -> Tensor:
         ids, tgt = prefix_instances(batch.input_ids, batch.targets)
+        if self.output_loss is not None:  # the prefixes are the positions targets > 0, row-major
+            return self.output_loss(self.user_vectors(ids), self.id_emb.weight, tgt, batch.input_ids, batch.targets)
         logits = self.user_vectors(ids) @ self.id_emb.weight.t()
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits.float(), tgt)
@@ -202,6 +209,10 @@ class SessionGraphModel(SeqRecModel):
         s = self.user_vectors(input_ids) @ self.id_emb.weight.t()
         s[:, 0] = float("-inf")
         return s
+
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """``(user vectors, ID table)`` with ``score_all = users @ table.T``: the evaluator's chunked ranking."""
+        return self.user_vectors(input_ids), self.id_emb.weight
 
     def item_representations(self) -> Tensor:
         return self.id_emb.weight

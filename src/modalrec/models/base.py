@@ -64,6 +64,12 @@ class SeqRecModel(nn.Module):
         """Optimizer parameter groups; override for per-group learning rates (KDSR's asynchronous training)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
 
+    def set_output_loss(self, loss: Any) -> None:
+        """Trainer hook for ``train.loss`` other than ``full``: a :class:`modalrec.losses.sampled.OutputLoss` to use
+        instead of the full softmax over the catalogue. Only models whose loss is that full softmax support it."""
+        if loss is not None:
+            raise ParamError("train.loss", f"{type(self).__name__} trains with a loss of its own; only 'full' applies")
+
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called by the trainer with the 1-based epoch (ramp-ups, LR warm-ups)."""
 

@@ -183,10 +183,17 @@ class ReprSeqModel(SeqRecModel):
         """Hidden states ``[B, L, d]`` for left-padded ``input_ids [B, L]`` embedded through ``table``."""
         raise NotImplementedError
 
+    output_loss = None  # a sampled / in-batch softmax (train.loss) instead of the full one
+
+    def set_output_loss(self, loss) -> None:
+        self.output_loss = loss
+
     def loss(self, batch: Batch) -> Tensor:
         table = self.items.table()
         h = self.encode(batch.input_ids, table)
         sel = batch.targets > 0
+        if self.output_loss is not None:
+            return self.output_loss(h[sel], table, batch.targets[sel], batch.input_ids, batch.targets)
         logits = h[sel] @ table.t()
         logits[:, 0] = float("-inf")
         return nn.functional.cross_entropy(logits.float(), batch.targets[sel])
@@ -200,6 +207,12 @@ class ReprSeqModel(SeqRecModel):
         s = self.user_vectors(input_ids, table) @ table.t()
         s[:, 0] = float("-inf")
         return s
+
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """``(user vectors [B, d], item table [N+1, d])`` with ``score_all = users @ table.T`` (column 0 = -inf):
+        lets the evaluator rank a large catalogue in chunks."""
+        table = self.items.table()
+        return self.user_vectors(input_ids, table), table
 
     def item_representations(self) -> Tensor:
         return self.items.table()

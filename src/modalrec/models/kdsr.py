@@ -160,6 +160,9 @@ class KDSR(SeqRecModel):
             groups.append({"params": [p for p in self.cdl.parameters() if p.requires_grad], "lr": lr, "name": "cdl"})
         return groups
 
+    def set_output_loss(self, loss) -> None:
+        self.backbone.set_output_loss(loss)  # the recommendation loss is the backbone's; CDL is unchanged
+
     def on_epoch_start(self, epoch: int) -> None:
         self.backbone.on_epoch_start(epoch)
 
@@ -181,6 +184,9 @@ class KDSR(SeqRecModel):
     # -- inference and hooks: the backbone's
     def score_all(self, input_ids: Tensor) -> Tensor:
         return self.backbone.score_all(input_ids)
+
+    def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        return self.backbone.score_factors(input_ids)
 
     def item_representations(self) -> Tensor:
         return self.backbone.item_representations()

@@ -2,6 +2,8 @@
 
 One call encodes one modality entry, so each DVC stage depends only on its own ``encode.<modality>`` params:
 ``image`` / ``text`` write pooled Parquet caches, ``image_tokens`` / ``text_tokens`` write ODMT's token caches.
+``encode.<modality>.nproc: K`` launches K data-parallel processes (GPUs) that share the batches; rank 0 writes the
+one cache, identical to a single process's (:mod:`modalrec.encode.runner`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from pathlib import Path
 import polars as pl
 
 from .. import wall_seconds
-from ..encode.registry import EncoderConfig
+from ..encode.registry import EncoderConfig, pick_device
 from ..encode.runner import encode_catalogue
 from ..errors import DataError, ParamError
 from ..params import get
+from ..train import distributed as ddp
 
 # params key -> (input modality, output file name)
 OUTPUTS = {
@@ -59,9 +62,13 @@ def run(params: dict, modality: str, dataset: str | None = None, prepared_root: 
     items_path = Path(prepared_root) / ds / "items.parquet"
     if not items_path.is_file():
         raise DataError("prepared items not found (run the prepare stage first)", path=items_path)
+    if cfg.nproc > 1 and not ddp.under_launcher():  # encode.<m>.nproc: K data-parallel processes, one cache
+        return ddp.launch(cfg.nproc, run, params, modality, ds, prepared_root, features_root, progress)
+    ddp.setup(pick_device(cfg.device))
     items = pl.read_parquet(items_path)
     out = output_path(ds, modality, features_root)
     summary = encode_catalogue(items, cfg, kind, out, key=key, source=items_path,
                                extra_meta={"dataset": ds, "params_key": key}, progress=progress)
-    print(f"{summary.line(key)} | wall {wall_seconds():.1f} s")
+    if ddp.is_main():
+        print(f"{summary.line(key)} | wall {wall_seconds():.1f} s")
     return out

@@ -5,6 +5,10 @@ The run is :func:`modalrec.runs.resolve_run` of ``models.<model>`` (the ``train`
 :func:`modalrec.runs.training_hooks`. Loads only the cached inputs the model declares
 (:meth:`SeqRecModel.required_inputs`). Writes ``best.pt`` (best validation epoch), ``last.pt`` (resume),
 ``config.json`` (model, options, data provenance, outcome), ``history.json`` and ``dvclive/``.
+
+Data-parallel: ``train.nproc: K`` makes the stage launch K processes of itself with torch's elastic launcher (what
+``torchrun --standalone --nproc_per_node=K pipeline/train.py <model>`` does, which works too); every rank trains on
+its shard of each batch (:mod:`modalrec.train.distributed`) and rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..evaluate.protocol import EvalConfig
 from ..io import write_json
 from ..models.base import ModelContext, build_model, make_config, model_class
 from ..runs import RunSpec, resolve_run, training_hooks
+from ..train import distributed as ddp
 from ..train.trainer import Trainer
 
 TEACHER_MODULE = "modalrec.teacher.teacher"  # loads the "teacher" input (models/<ds>/teacher/)
@@ -116,6 +121,9 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
     from ..data.prepared import load_prepared
 
     r = resolve_run(params, model, seed, dataset)
+    if r.train.nproc > 1 and not ddp.under_launcher():  # train.nproc: relaunch as nproc data-parallel processes
+        return ddp.launch(r.train.nproc, run, params, model, r.seed, r.dataset, data_root, models_root, progress)
+    device = ddp.setup(r.device)
     lr_schedule, epoch_callback = training_hooks(r, params, data_root)
     prepared = load_prepared(Path(data_root) / "prepared" / r.dataset)
     ctx, prov = load_context(r, prepared, data_root, models_root)
@@ -129,9 +137,11 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
     test = eval_instances(seqs, nt, nv, "test", r.max_len) if r.train.track_test else None
     out = run_dir(models_root, r.dataset, r.name, r.seed)
     trainer = Trainer(net, windows, r.train, out, r.seed, valid=valid if len(valid) else None, test=test,
-                      eval_cfg=validation_protocol(r), device=r.device, lr_schedule=lr_schedule,
+                      eval_cfg=validation_protocol(r), device=device, lr_schedule=lr_schedule,
                       epoch_callback=epoch_callback, fingerprint=fingerprint(r, prepared), progress=progress)
     res = trainer.fit()
+    if not ddp.is_main():
+        return out
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     write_json(out / "config.json", {
         "model": r.name, "arch": r.arch, "cfg": r.cfg, "evaluate": r.evaluate,

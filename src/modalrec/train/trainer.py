@@ -9,6 +9,10 @@ Per epoch: ``model.on_epoch_start(epoch)`` -> per-group LR multipliers -> all-po
 ``last.pt`` holds the model, optimizer, scaler, epoch, early-stopping state, history and every RNG state, so a run
 interrupted after epoch e and resumed finishes with exactly the weights of an uninterrupted run (on CPU; tested).
 A finished run's ``last.pt`` is marked ``finished`` and never resumed: running again retrains from scratch.
+
+Under ``torchrun`` (a process group: :mod:`modalrec.train.distributed`) every rank runs this loop on its shard of
+each global batch through DistributedDataParallel; evaluation is sharded and gathered; only rank 0 writes. With
+one process nothing of that runs: the loop is exactly the single-device one.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.batching import EvalInstances, TrainWindows, train_batches
+from ..data.batching import EvalInstances, TrainWindows, sharded_train_batches, train_batches
 from ..errors import ParamError
 from ..evaluate.protocol import EvalConfig, evaluate
 from ..io import write_json
+from ..losses.sampled import KINDS as LOSSES, SAMPLING, OutputLoss
 from ..models.base import SeqRecModel
 from ..params import dataclass_from
 from . import checkpoint as ckpt
+from . import distributed as ddp
 from .schedules import LRSchedule
 
 EpochCallback = Callable[[int, SeqRecModel, dict[str, float]], "dict[str, float] | None"]
@@ -48,13 +55,23 @@ class TrainConfig:
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler); ignored on CPU
     track_test: bool = False  # also evaluate test every epoch (needed by evaluate.select_on: test_max)
     resume: bool = True  # resume from an unfinished last.pt with the same fingerprint
+    loss: str = "full"  # full | sampled | inbatch: the softmax of models that train one over the catalogue
+    num_negatives: int = 1000  # loss: sampled: negatives shared by a batch
+    sampling: str = "popularity"  # loss: sampled: proposal, uniform | popularity (count + 1); logQ-corrected
+    nproc: int = 1  # data-parallel processes the train stage launches (torchrun's engine; 1 = this process)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
             raise ParamError("train.optimizer", f"must be 'adam' or 'adamw', got {self.optimizer!r}")
-        for k in ("epochs", "batch_size"):
+        for k in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, k)) < 1:
                 raise ParamError(f"train.{k}", "must be >= 1")
+        if self.loss not in LOSSES:
+            raise ParamError("train.loss", f"must be one of {LOSSES}, got {self.loss!r}")
+        if self.sampling not in SAMPLING:
+            raise ParamError("train.sampling", f"must be one of {SAMPLING}, got {self.sampling!r}")
+        if int(self.num_negatives) < 1:
+            raise ParamError("train.num_negatives", "must be >= 1")
         if not self.lr > 0:
             raise ParamError("train.lr", "must be > 0")
         if self.monitor is not None:
@@ -114,6 +131,14 @@ class Trainer:
             mult = 1.0 if self.lr_schedule is None else float(self.lr_schedule(epoch, g["name"]))
             g["lr"] = g["base_lr"] * mult
 
+    def _output_loss(self) -> OutputLoss | None:
+        """``train.loss``'s replacement of the full softmax (None = full), its proposal from the windows' items."""
+        if self.cfg.loss == "full":
+            return None
+        items = self.windows.items
+        return OutputLoss(self.cfg.loss, self.cfg.num_negatives, self.cfg.sampling,
+                          np.bincount(items[items > 0].ravel(), minlength=1))
+
     def _autocast(self):
         if self.device.type == "cuda" and self.cfg.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -138,28 +163,38 @@ class Trainer:
 
     def _fit(self, stop_after: int | None) -> TrainResult:
         cfg, model = self.cfg, self.model
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.rank, self.world = ddp.world()
+        main = self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         t_start = time.perf_counter()
-        ckpt.seed_everything(self.seed)
+        ckpt.seed_everything(self.seed + self.rank)  # rank 0 (and a single process): the seed itself
         model.to(self.device)
+        model.set_output_loss(self._output_loss())
+        self.ddp_model = ddp.wrap(model, self.device) if self.world > 1 else None
         opt = self._optimizer()
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.amp
                                       and not torch.cuda.is_bf16_supported())
         state = {"epoch": 0, "best_value": -math.inf, "best_epoch": 0, "bad": 0, "history": []}
         resumed_from = 0
         last = self.out / "last.pt"
-        if cfg.resume and last.exists():
-            prev = ckpt.load(last)
-            if not prev.get("finished") and prev.get("fingerprint") == self.fingerprint:
-                model.load_state_dict(prev["model"])
-                opt.load_state_dict(prev["optimizer"])
-                scaler.load_state_dict(prev["scaler"])
-                state = prev["state"]
-                ckpt.set_rng_state(prev["rng"])
-                resumed_from = state["epoch"]
+        prev = ckpt.load(last) if cfg.resume and main and last.exists() else None
+        if prev is not None and (prev.get("finished") or prev.get("fingerprint") != self.fingerprint
+                                 or prev.get("world", 1) != self.world):
+            prev = None
+        if self.world > 1:  # rank 0 read it; every rank resumes from the same state
+            prev = ddp.broadcast(prev)
+        if prev is not None:
+            model.load_state_dict(prev["model"])
+            opt.load_state_dict(prev["optimizer"])
+            scaler.load_state_dict(prev["scaler"])
+            state = prev["state"]
+            ckpt.set_rng_state(prev["rng_ranks"][self.rank] if self.world > 1 else prev["rng"])
+            resumed_from = state["epoch"]
+            if main:
                 print(f"resuming from {last} after epoch {resumed_from}")
         live = None
-        if self.use_live:
+        if self.use_live and main:
             from dvclive import Live
 
             live = Live(str(self.out / "dvclive"), resume=resumed_from > 0, dvcyaml=False, save_dvc_exp=False)
@@ -177,7 +212,7 @@ class Trainer:
                 if self.epoch_callback is not None:
                     logs.update(self.epoch_callback(epoch, model, dict(logs)) or {})
                 improved = self._early_stopping(state, epoch, logs)
-                if improved:
+                if improved and main:
                     ckpt.save(self.out / "best.pt", {"model": ckpt.state_copy(model), "epoch": epoch,
                                                      "monitor": cfg.monitor, "value": logs.get(cfg.monitor or "")})
                 state["history"].append({"epoch": epoch, **logs})
@@ -188,14 +223,16 @@ class Trainer:
                 stopped = cfg.monitor is not None and cfg.patience > 0 and state["bad"] >= cfg.patience
                 self._save_last(opt, scaler, state, finished=stopped or epoch == cfg.epochs)
                 mon = f" {cfg.monitor}={logs[cfg.monitor]:.4f}" if cfg.monitor in logs else ""
-                print(f"epoch {epoch}: loss={logs['train/loss']:.4f}{mon}" + (" *" if improved else ""), flush=True)
+                if main:
+                    print(f"epoch {epoch}: loss={logs['train/loss']:.4f}{mon}" + (" *" if improved else ""), flush=True)
                 ran += 1
                 if stopped or (stop_after is not None and ran >= stop_after):
                     break
         finally:
             if live is not None:
                 live.end()
-        write_json(self.out / "history.json", state["history"])
+        if main:
+            write_json(self.out / "history.json", state["history"])
         best = None if state["best_epoch"] == 0 or cfg.monitor is None else state["best_value"]
         return TrainResult(state["best_epoch"], best, state["epoch"], state["history"], resumed_from,
                            time.perf_counter() - t_start)
@@ -213,9 +250,12 @@ class Trainer:
         return False
 
     def _save_last(self, opt, scaler, state: dict, finished: bool) -> None:
-        ckpt.save(self.out / "last.pt", {"model": ckpt.state_copy(self.model), "optimizer": opt.state_dict(),
-                                         "scaler": scaler.state_dict(), "state": state, "rng": ckpt.rng_state(),
-                                         "fingerprint": self.fingerprint, "finished": finished})
+        rng = ckpt.rng_state()
+        extra = {"world": self.world, "rng_ranks": ddp.all_gather(rng)} if self.world > 1 else {}
+        if self.rank == 0:
+            ckpt.save(self.out / "last.pt", {"model": ckpt.state_copy(self.model), "optimizer": opt.state_dict(),
+                                             "scaler": scaler.state_dict(), "state": state, "rng": rng,
+                                             "fingerprint": self.fingerprint, "finished": finished, **extra})
 
     def _train_epoch(self, opt: torch.optim.Optimizer, scaler, epoch: int) -> float:
         model, cfg = self.model, self.cfg
@@ -223,23 +263,29 @@ class Trainer:
         n_batches = -(-len(self.windows) // cfg.batch_size)
         total, count, seqs, t0 = 0.0, 0, 0, time.perf_counter()
         parts: dict[str, list] = {}  # name -> [running sum (a tensor: no device sync per batch), batches]
-        bar = tqdm(train_batches(self.windows, cfg.batch_size, self.seed, epoch), total=n_batches,
-                   desc=f"epoch {epoch}", leave=False, disable=None if self.progress else True)
-        for batch in bar:
+        if self.world > 1:  # (this rank's shard of each global batch, its weight in the global mean)
+            batches = sharded_train_batches(self.windows, cfg.batch_size, self.seed, epoch, self.rank, self.world)
+        else:
+            batches = ((b, 1.0) for b in train_batches(self.windows, cfg.batch_size, self.seed, epoch))
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False,
+                   disable=None if self.progress and self.rank == 0 else True)
+        for batch, weight in bar:
             batch = batch.to(self.device)
             with self._autocast():
-                out = model.loss(batch)
+                out = model.loss(batch) if self.ddp_model is None else self.ddp_model(batch)
             loss = out["loss"] if isinstance(out, dict) else out
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} (lower train.lr or set clip_grad)")
             opt.zero_grad(set_to_none=True)
+            if self.world > 1:  # DDP averages the ranks' gradients: weight makes it the global batch's mean
+                loss = loss * weight
             scaler.scale(loss).backward()
             if cfg.clip_grad:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             scaler.step(opt)
             scaler.update()
-            total += loss.item()
+            total += loss.item() / self.world
             count += 1
             if isinstance(out, dict):
                 for k, v in out.items():
@@ -250,6 +296,9 @@ class Trainer:
             seqs += batch.input_ids.shape[0]
             bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.perf_counter() - t0):.0f}")
         self.loss_parts = {f"train/{k}": float(v) / n for k, (v, n) in parts.items()}
+        if self.world > 1:  # the mean over ranks: every rank logs (and decides on) the same values
+            total = ddp.all_sum(total)
+            self.loss_parts = {k: ddp.all_sum(v) / self.world for k, v in sorted(self.loss_parts.items())}
         return total / max(count, 1)
 
 
