@@ -8,10 +8,16 @@ The model has three parts (paper Fig. 3, released code ``xyliugo/ODMT``; see pap
    and image tokens from reading the ID token (``id_mask``), so the text and image item vectors stay ID-free.
    Each branch's output (text CLS, image CLS, ID) goes through its own two-layer LeakyReLU DNN. ``tower: separate``
    is the "w/o IMT" ablation and the SASRec+EF/LF baselines: one Transformer per modality and no ID token.
-2. **User side**: one SASRec encoder per branch (ID, text, image) over that branch's item vectors.
+2. **User side**: one user encoder per branch (ID, text, image) over that branch's item vectors: SASRec as in the
+   paper, or GRU4Rec / NextItNet (``user_encoder``, the paper's Fig. 5 "different backbones").
 3. **Objective**: the debiased in-batch softmax (``losses.inbatch``) per branch plus online distillation
    (``losses.online_distill``) with a ramp-up weight, or the late-fusion CE on the averaged logits (``objective:
    late_fusion`` = "w/o online distillation" = SASRec+LF).
+
+The fixes of issue 19 are options with the released code's behaviour as default (docs/odmt.md, "Fixes"): the ramp's
+maximum ``kd_max_weight`` and its length as a fraction of the epoch cap ``ramp_fraction``; ``kd_form`` /
+``detach_teacher``; the ID table from the text's sentence vector (``init_text_pool``) and standardised modalities
+(``init_standardise``); in-batch negatives masked per user rather than per window (``user_mask``).
 
 Training positions: all positions of the left-padded window, as the released code does (its ``log_mask`` keeps every
 valid input position, paper-notes §3.6); the engine's all-position :class:`~modalrec.models.base.Batch` is exactly that.
