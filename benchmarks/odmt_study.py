@@ -13,7 +13,7 @@ Phase ``fixes``: the released ODMT, then the fixes one on top of the other (:dat
 prints each run's best validation Recall@10 (= hr@10, the monitor) and its epoch, from the runs' own
 ``history.json``, and the variant with the best mean validation value over the seeds; never test.
 Phase ``transfer``: that variant's options on GRU4Rec and NextItNet user encoders, each against its own late fusion
-(paper Fig. 5). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
+(paper Fig. 5). Phase ``diagnostics``: :data:`DIAGNOSTICS` (never candidates). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
 test at the validation-selected epoch, branch curves, significance). Each step skips runs already trained.
 
 Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
@@ -48,6 +48,8 @@ VARIANTS = {
     "odmt_ramp_kl_init": {"ramp_fraction": 0.5, "kd_max_weight": 0.2, "kd_form": "kl", "detach_teacher": True,
                           "init_text_pool": "sentence", "init_standardise": True},
 }
+# diagnostics, never chosen: the released ODMT without distillation (alpha 0 = constant weight 0: per-branch CE only)
+DIAGNOSTICS = {"odmt_no_kd": {"user_mask": "window", "alpha": 0.0}}
 LF = {"tower": "separate", "id_init": "random", "objective": "late_fusion"}
 BASELINES = {"sasrec_lf": LF}
 
@@ -58,9 +60,9 @@ def study_params(workdir: Path, dataset: str, epochs: int, transfer: dict | None
     p["datasets"][dataset] = DATASETS[dataset]
     p["train"]["device"] = "cpu"
     p["odmt"]["train"]["epochs"] = epochs
-    for name, opts in {**VARIANTS, **BASELINES, **(transfer or {})}.items():
+    for name, opts in {**VARIANTS, **BASELINES, **DIAGNOSTICS, **(transfer or {})}.items():
         p["models"][name] = {**BASE, **opts}
-    names = list(VARIANTS) + list(BASELINES) + list(transfer or {})
+    names = list(VARIANTS) + list(BASELINES) + list(DIAGNOSTICS) + list(transfer or {})
     p["runs"] = {"baselines": [], "kdsr": [], "odmt": names}
     p["report"]["datasets"] = [dataset]
     p["report"]["sweep"]["exps"] = "__none__"
@@ -108,7 +110,7 @@ def print_valid(workdir: Path, dataset: str, names: list[str], seeds: list[int],
         means[n] = float(np.mean([v for v, _ in vals]))
         per = ", ".join(f"s{s}: {v:.4f} @ {e}" for s, (v, e) in zip(seeds, vals))
         print(f"{n:<22} {means[n]:7.4f}  " + per)
-        opts = {**VARIANTS, **BASELINES}.get(n) or TRANSFER_OPTS.get(n, {})
+        opts = {**VARIANTS, **BASELINES, **DIAGNOSTICS}.get(n) or TRANSFER_OPTS.get(n, {})
         md.append(f"| `{n}` | `{json.dumps(opts)}` | {means[n]:.4f} | {per} |")
     md.append("")
     return means
@@ -132,7 +134,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="ml100k_odmt", choices=sorted(DATASETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[2023])
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--phase", default="all", choices=["fixes", "transfer", "report", "all"])
+    ap.add_argument("--phase", default="all", choices=["fixes", "transfer", "diagnostics", "report", "all"])
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     study_params(a.workdir, a.dataset, a.epochs)
@@ -158,9 +160,18 @@ def main() -> None:
     if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in transfer for s in a.seeds):
         md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
         print_valid(a.workdir, a.dataset, list(transfer), a.seeds, md)
+    if a.phase == "diagnostics":
+        for s in a.seeds:
+            for n in DIAGNOSTICS:
+                train_eval(a.workdir, a.dataset, n, s)
+    diag = [n for n in DIAGNOSTICS if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists()
+                                          for s in a.seeds)]
+    if diag:
+        md += ["Diagnostics (not candidates):", ""]
+        print_valid(a.workdir, a.dataset, diag, a.seeds, md)
     (a.workdir / "validation.md").write_text("\n".join(md))
     if a.phase in ("report", "all"):
-        done = [n for n in fixes + list(transfer)
+        done = [n for n in fixes + list(transfer) + list(DIAGNOSTICS)
                 if all((a.workdir / "reports" / a.dataset / n / f"s{s}" / "metrics.json").exists() for s in a.seeds)]
         p = yaml.safe_load((a.workdir / "params.yaml").read_text())
         p["runs"]["odmt"] = done
