@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 FAMILY_ARCHS = {"kdsr": ("kdsr", "mmsr", "kdsr_graph"), "odmt": ("odmt",)}  # any other arch: a baseline
 ENTRY_KEYS = ("arch", "train", "evaluate")  # keys of models.<name> that are not model Config fields
 TRAIN_ONLY = ("max_len", "device")  # keys of the train section that are not TrainConfig fields
-ODMT_KEYS = ("T", "alpha", "id_init", "modalities")  # odmt.<key> / odmt.datasets.<ds>.<key> fill these
+# odmt.<key> / odmt.datasets.<ds>.<key> fill these (docs/odmt.md); ramp_fraction, when set, replaces alpha
+ODMT_KEYS = ("T", "alpha", "id_init", "modalities", "ramp_fraction", "kd_max_weight", "kd_form", "detach_teacher",
+             "init_text_pool", "init_standardise", "user_mask", "user_encoder")
 
 
 @dataclass
@@ -89,6 +91,8 @@ def resolve_run(params: dict[str, Any], model: str, seed: int | None = None, dat
         raise ParamError("train.max_len", f"must be an integer >= 1, got {max_len!r}")
     trainer = TrainConfig.from_params({**{k: v for k, v in section.items() if k not in TRAIN_ONLY}, **train_over},
                                       key="train")
+    if family == "odmt" and entry.get("ramp_fraction") is not None:  # the ramp ends within the epoch cap
+        entry["alpha"] = ramp_length(entry["ramp_fraction"], trainer.epochs, f"models.{model}.ramp_fraction")
     device = str(section.get("device", "auto"))
     if device == "auto":
         import torch
@@ -96,6 +100,15 @@ def resolve_run(params: dict[str, Any], model: str, seed: int | None = None, dat
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return RunSpec(model, arch, family, entry, trainer, eval_over, ds,
                    int(seed if seed is not None else default_seed(params)), max_len, device)
+
+
+def ramp_length(fraction: Any, epochs: int, key: str = "odmt.ramp_fraction") -> float:
+    """ODMT's ramp length α (epochs) for ``ramp_fraction``: the ramp ends after that fraction of the epoch cap
+    (``round(fraction · epochs)``, at least 1), so the distillation weight reaches its maximum within the epochs that
+    epoch selection can pick. With α = 20 and a 20-epoch cap the weight was 0.06 at epoch 5 and 0.29 at epoch 10."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ParamError(key, f"must be a number in (0, 1] or null, got {fraction!r}")
+    return max(1.0, float(round(fraction * epochs)))
 
 
 def _fold_none(params, model, arch, entry, ds) -> tuple[dict, dict]:
@@ -130,7 +143,8 @@ def _fold_kdsr(params, model, arch, entry, ds) -> tuple[dict, dict]:
 
 def _fold_odmt(params, model, arch, entry, ds) -> tuple[dict, dict]:
     """ODMT: ``odmt.<key>`` (global overrides, null = unset) > ``odmt.datasets.<ds>.<key>`` (the paper's values)
-    for T, alpha, id_init and modalities; the entry's own value wins over both."""
+    for the keys of :data:`ODMT_KEYS`; the entry's own value wins over both. (``ramp_fraction`` becomes ``alpha``
+    in :func:`resolve_run`, which knows the run's epoch cap.)"""
     section = get(params, "odmt", {}) or {}
     per_ds = (section.get("datasets") or {}).get(ds) or {}
     unknown = sorted(set(per_ds) - set(ODMT_KEYS) - {"train"})

@@ -26,10 +26,10 @@ def data():
 
 
 def test_registry_lists_backbones():
-    assert {"gru4rec", "sasrec"} <= set(available_models())
+    assert {"gru4rec", "sasrec", "nextitnet"} <= set(available_models())
 
 
-@pytest.mark.parametrize("arch", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("arch", ["sasrec", "gru4rec", "nextitnet"])
 @pytest.mark.parametrize("repr_, modalities, fusion", [
     ("id", ["image", "text"], "sum"),
     ("frozen", ["image", "text"], "sum"), ("frozen", ["text"], "concat"), ("frozen", ["image"], "gate"),

@@ -63,6 +63,13 @@ def write_run(root: Path, ds: str, model: str, seed: int, ranks: np.ndarray, tar
     return d
 
 
+def odmt_curves(seed: int) -> dict:
+    """An ODMT run's dvclive series: ensemble and branch validation, distillation weight and loss (3 epochs)."""
+    return {"train/loss": [3.0, 2.5, 2.2], "valid/hr@10": [0.1 * seed, 0.2, 0.3], "valid/id/hr@10": [0.1, 0.2, 0.2],
+            "valid/text/hr@10": [0.05, 0.1, 0.15 * seed], "train/kd_weight": [0.01, 0.5, 1.0],
+            "train/kd": [4.0, 3.0, 2.0 + seed], "train/ce": [9.0, 8.0, 7.0]}
+
+
 def fixture_params(ds: str = "toy", seeds=(1, 2, 3)) -> dict:
     return {"base": {"dataset": ds, "seeds": list(seeds)},
             "runs": {"baselines": [{"model": "gru4rec", "code": "gru4rec", "data": "prepared"},
@@ -92,5 +99,5 @@ def fixture_runs(tmp_path: Path) -> Path:
         write_run(tmp_path, "toy", "sasrec_lf", seed, base, targets, odmt_proto)
         noisy = np.clip(base + rng.integers(-2, 3, size=N_USERS), 0, None)
         write_run(tmp_path, "toy", "odmt", seed, noisy, targets, odmt_proto,
-                  branches={"id": noisy + 1, "text": noisy + 2})
+                  branches={"id": noisy + 1, "text": noisy + 2}, curves=odmt_curves(seed))
     return tmp_path

@@ -174,3 +174,22 @@ def test_group_metric_by_hand():
     groups = np.array([-1, 1, 1, 2, 2])  # items 1..4; no item in group 0
     means, counts = group_metric(np.array([1, 2, 3, 3]), np.array([0, 20, 1, 3]), groups, 10, "hr", 2)
     assert counts == [0, 2, 2] and np.isnan(means[0]) and means[1:] == [0.5, 1.0]
+
+
+def test_branch_curves_table_and_plot(fixture_runs):
+    """The per-epoch table of ODMT's ensemble, branches, distillation weight and loss: means over the 3 seeds of
+    the fixture's dvclive series (tests/report/conftest.py odmt_curves); sasrec_lf has no branch series."""
+    summary = _run(fixture_runs)
+    md = (fixture_runs / "out" / "summary.md").read_text()
+    assert "### Branches per epoch" in md and "**`odmt`: validation hr@10 per epoch" in md
+    assert "`sasrec_lf`: validation" not in md
+    header = next(l for l in md.splitlines() if l.startswith("| epoch |"))
+    assert header == "| epoch | ensemble | id | text | kd_weight | kd | ce |"
+    rows = [l for l in md.splitlines() if re.match(r"\| \d", l)]
+    # epoch 1: ensemble mean(0.1, 0.2, 0.3) = 0.2; epoch 3: text mean(0.15, 0.30, 0.45) = 0.3, kd mean(3, 4, 5) = 4
+    assert rows[0] == "| 1 | 0.2000 | 0.1000 | 0.0500 | 0.0100 | 4.0000 | 9.0000 |"
+    assert rows[2] == "| 3 * | 0.3000 | 0.2000 | 0.3000 | 1.0000 | 4.0000 | 7.0000 |"
+    data = summary["analyses"]["toy"]["branches"]["odmt"]
+    assert np.allclose(data["valid/text/hr@10"], [[1, 0.05], [2, 0.1], [3, 0.3]])
+    png = fixture_runs / "out" / "plots" / "toy_branches_odmt.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and "(plots/toy_branches_odmt.png)" in md

@@ -10,6 +10,13 @@ column's logit is corrected by ``- log pop(item)``, the positive included. For t
   the query's own label column, so the user's other items are never negatives (false negatives);
 - only positions with a target (``targets != 0``) are queries.
 
+The released code has one training window per user, so "the user's window" and "the user's items in the batch" are
+the same. The engine cuts a long training part into several windows (``data.batching``), and two windows of one user
+can share a batch; then the other window's items would be negatives of the user's queries although the user
+interacted with them. ``users`` (the batch's user ids) makes the mask cover every window of the query's user
+(``ODMT.Config.user_mask: user``); without it each window is masked on its own (``window``, the released code's
+rule, identical when every user has one window in the batch).
+
 Here the columns are the batch's *distinct* items instead (about a quarter as many): the unmasked occurrences of one
 item all have the same logit, so in every softmax sum they count as that item's logit plus ``log n``, n = the number
 of them (:attr:`InBatchCandidates.log_count`: the item's occurrences in the batch, 1 for the query's label, which
@@ -59,8 +66,11 @@ def log_popularity(item_counts: Tensor) -> Tensor:
     return logp.to(torch.float32)
 
 
-def build_candidates(input_ids: Tensor, targets: Tensor) -> InBatchCandidates:
+def build_candidates(input_ids: Tensor, targets: Tensor, users: Tensor | None = None) -> InBatchCandidates:
     """Column layout and masks for left-padded all-position batches.
+
+    ``users [B]`` (optional): the windows' user ids; a query's mask then covers the items of every window of its
+    user in the batch, not only of its own window (module docstring).
 
     The batch must satisfy the engine's teacher-forcing layout: ``targets[:, t] == input_ids[:, t+1]`` wherever
     ``targets[:, t] != 0`` and ``t < L-1``. Then the user's window is ``input_ids[b] ++ targets[b, -1]`` and the label
@@ -79,6 +89,13 @@ def build_candidates(input_ids: Tensor, targets: Tensor) -> InBatchCandidates:
     has = torch.zeros(B, len(items), dtype=torch.bool, device=input_ids.device).scatter_(1, window_k, True)
     if bool(items[0] == 0):  # padding: masked for every query, so no column at all
         items, count, has = items[1:], count[1:], has[:, 1:]
+    if users is not None:  # the union of the items of all windows of the same user
+        if users.shape != (B,):
+            raise ValueError(f"users {tuple(users.shape)} must have one id per window ({B})")
+        _, same = torch.unique(users, return_inverse=True)
+        per_user = torch.zeros(int(same.max()) + 1 if B else 0, has.shape[1], device=has.device)
+        per_user.index_add_(0, same, has.to(per_user.dtype))
+        has = per_user[same] > 0
     qb, qt = torch.nonzero(targets, as_tuple=True)  # queries in row-major (b, t) order: deterministic
     label_col = torch.searchsorted(items, targets[qb, qt])
     rows = torch.arange(qb.numel(), device=input_ids.device)

@@ -8,7 +8,9 @@ Two loss forms are exposed because the paper and its released code differ (paper
   ``detach_teacher=True`` for classic one-way distillation.
 
 Pairs (student ← teacher): text ← ID, image ← ID, ID ← ensemble ``(z_id + z_text + z_image)/3``.
-The weight follows the released ramp-up ``w = exp(-5 (1 - min(epoch, α)/α)²)`` with 1-based epochs.
+The weight follows the released ramp-up ``w = exp(-5 (1 - min(epoch, α)/α)²)`` with 1-based epochs, optionally
+capped at a maximum below 1 (``max_weight``) and with α set from the epoch cap
+(``ODMT.Config.ramp_fraction``, folded in by ``modalrec.runs.resolve_run``).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from torch import Tensor
 KD_FORMS = ("soft_ce", "kl")
 
 
-def rampup_weight(epoch: int, alpha: float) -> float:
+def rampup_weight(epoch: int, alpha: float, max_weight: float = 1.0) -> float:
     """Distillation weight at the 1-based ``epoch``.
 
-    ``exp(-5 (1 - clip(epoch, 0, α)/α)²)``: ≈0.0110 at epoch 1 for α=20 (not 0), 1.0 from epoch α on.
-    As in the released code, α < 1 means a constant weight α (so α=0 switches distillation off).
+    ``max_weight · exp(-5 (1 - clip(epoch, 0, α)/α)²)``: ≈0.0110 · max_weight at epoch 1 for α=20 (not 0),
+    ``max_weight`` from epoch α on. As in the released code, α < 1 means a constant weight α (so α=0 switches
+    distillation off), also scaled by ``max_weight``. The released code has ``max_weight`` 1.
     """
     if alpha < 1:
-        return float(alpha)
+        return float(alpha) * float(max_weight)
     phase = 1.0 - min(max(float(epoch), 0.0), float(alpha)) / float(alpha)
-    return float(math.exp(-5.0 * phase * phase))
+    return float(max_weight) * float(math.exp(-5.0 * phase * phase))
 
 
 def _check(T: float, form: str) -> None:

@@ -8,10 +8,16 @@ The model has three parts (paper Fig. 3, released code ``xyliugo/ODMT``; see pap
    and image tokens from reading the ID token (``id_mask``), so the text and image item vectors stay ID-free.
    Each branch's output (text CLS, image CLS, ID) goes through its own two-layer LeakyReLU DNN. ``tower: separate``
    is the "w/o IMT" ablation and the SASRec+EF/LF baselines: one Transformer per modality and no ID token.
-2. **User side**: one SASRec encoder per branch (ID, text, image) over that branch's item vectors.
+2. **User side**: one user encoder per branch (ID, text, image) over that branch's item vectors: SASRec as in the
+   paper, or GRU4Rec / NextItNet (``user_encoder``, the paper's Fig. 5 "different backbones").
 3. **Objective**: the debiased in-batch softmax (``losses.inbatch``) per branch plus online distillation
    (``losses.online_distill``) with a ramp-up weight, or the late-fusion CE on the averaged logits (``objective:
    late_fusion`` = "w/o online distillation" = SASRec+LF).
+
+The fixes of issue 19 are options with the released code's behaviour as default (docs/odmt.md, "Fixes"): the ramp's
+maximum ``kd_max_weight`` and its length as a fraction of the epoch cap ``ramp_fraction``; ``kd_form`` /
+``detach_teacher``; the ID table from the text's sentence vector (``init_text_pool``) and standardised modalities
+(``init_standardise``); in-batch negatives masked per user rather than per window (``user_mask``).
 
 Training positions: all positions of the left-padded window, as the released code does (its ``log_mask`` keeps every
 valid input position, paper-notes §3.6); the engine's all-position :class:`~modalrec.models.base.Batch` is exactly that.
@@ -36,19 +42,25 @@ from ..errors import ParamError
 from ..losses.inbatch import build_candidates, inbatch_ce, inbatch_logits, log_popularity
 from ..losses.online_distill import KD_FORMS, online_distillation, rampup_weight
 from .base import Batch, ModelContext, SeqRecModel, register_model
+from .gru4rec import shift_index
+from .nextitnet import NextItNetEncoder
 from .sasrec import Block, SASRecEncoder
 
 TOWERS = ("imt", "separate")
 ID_INITS = ("avg", "text", "image", "random")
 OBJECTIVES = ("online_distill", "late_fusion", "independent")
 FUSIONS = ("late", "early")
+USER_ENCODERS = ("sasrec", "gru4rec", "nextitnet")
+USER_MASKS = ("window", "user")
+TEXT_POOLS = ("cls", "sentence")
 
 
 def check_config(cfg: "ODMT.Config", key: str) -> None:
     """Validate option values (:class:`ODMT.Config`, at the end of the file), naming the offending
     ``models.<name>.<field>``."""
     choices = {"tower": TOWERS, "id_init": ID_INITS, "objective": OBJECTIVES, "kd_form": KD_FORMS,
-               "fusion": FUSIONS}
+               "fusion": FUSIONS, "user_encoder": USER_ENCODERS, "user_mask": USER_MASKS,
+               "init_text_pool": TEXT_POOLS}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ParamError(f"{key}.{name}", f"{getattr(cfg, name)!r} is not one of {list(allowed)}")
@@ -59,6 +71,13 @@ def check_config(cfg: "ODMT.Config", key: str) -> None:
         raise ParamError(f"{key}.d", f"{cfg.d} must be divisible by tower_heads and user_heads")
     if cfg.T <= 0:
         raise ParamError(f"{key}.T", f"temperature must be > 0, got {cfg.T}")
+    if not cfg.kd_max_weight >= 0:
+        raise ParamError(f"{key}.kd_max_weight", f"must be >= 0, got {cfg.kd_max_weight}")
+    if cfg.ramp_fraction is not None and not 0 < cfg.ramp_fraction <= 1:
+        raise ParamError(f"{key}.ramp_fraction", f"must be in (0, 1] or null, got {cfg.ramp_fraction}")
+    if cfg.gru_layers < 1 or cfg.conv_blocks < 1 or cfg.conv_kernel < 1 or not cfg.conv_dilations:
+        raise ParamError(f"{key}.user_encoder", "gru_layers, conv_blocks, conv_kernel must be >= 1 and "
+                                                "conv_dilations non-empty")
     if cfg.fusion == "early" and cfg.objective == "online_distill":
         raise ParamError(f"{key}.objective", "early fusion has a single branch: use 'independent'")
     needs = {"avg": {"text", "image"}, "text": {"text"}, "image": {"image"}}.get(cfg.id_init, set())
@@ -224,6 +243,57 @@ class UserEncoder(nn.Module):
         return enc.ln(x if last is None or len(enc.blocks) else x[:, -1:])
 
 
+class GRUUserEncoder(nn.Module):
+    """GRU4Rec as ODMT's user encoder (the paper's Fig. 5 "different backbones"): LayerNorm on the item vectors,
+    dropout, a GRU of width ``d`` that never reads the padding (the histories are shifted to the right-padded layout
+    and packed, as :mod:`modalrec.models.gru4rec` does), and a linear map back to the item space (GRU4Rec's output
+    layer). States at every position ``[B, L, d]`` (at padding: the output layer's bias), or the last one."""
+
+    def __init__(self, d: int, layers: int, dropout: float):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+        self.gru = nn.GRU(d, d, layers, batch_first=True)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, item_vecs: Tensor, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        B, L = input_ids.shape
+        lengths = (input_ids > 0).sum(1).clamp(min=1)
+        x = self.drop(self.ln(item_vecs))
+        right = x.gather(1, shift_index(lengths, L, True).unsqueeze(-1).expand_as(x))
+        packed = pack_padded_sequence(right, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=L)
+        h = h.gather(1, shift_index(lengths, L, False).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return self.out(h[:, -1:] if last_only else h)
+
+
+class ConvUserEncoder(nn.Module):
+    """NextItNet as ODMT's user encoder: LayerNorm on the item vectors, dropout, then
+    :class:`~modalrec.models.nextitnet.NextItNetEncoder` (residual blocks of dilated causal convolutions, padding
+    zeroed after every convolution, final linear layer)."""
+
+    def __init__(self, d: int, kernel: int, dilations: list[int], blocks: int, dropout: float):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = NextItNetEncoder(d, kernel, dilations, blocks)
+
+    def forward(self, item_vecs: Tensor, input_ids: Tensor, last_only: bool = False) -> Tensor:
+        return self.encoder(self.drop(self.ln(item_vecs)), input_ids == 0, last_only)
+
+
+def user_encoder(cfg: "ODMT.Config", max_len: int) -> nn.Module:
+    """One branch's user encoder, chosen by ``cfg.user_encoder``; every kind maps item vectors ``[B, L, d]`` and
+    ``input_ids [B, L]`` to states ``[B, L, d]`` (``last_only``: ``[B, 1, d]``)."""
+    if cfg.user_encoder == "gru4rec":
+        return GRUUserEncoder(cfg.d, cfg.gru_layers, cfg.dropout)
+    if cfg.user_encoder == "nextitnet":
+        return ConvUserEncoder(cfg.d, cfg.conv_kernel, list(cfg.conv_dilations), cfg.conv_blocks, cfg.dropout)
+    return UserEncoder(cfg.d, max_len, cfg.user_layers, cfg.user_heads, cfg.dropout)
+
+
 def dnn(d: int) -> nn.Sequential:
     """Per-branch head of Eq. 3: Linear → LeakyReLU → Linear."""
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d))
@@ -247,16 +317,38 @@ def has_cls_token(cache: Any) -> bool:
 def cls_features(cache: Any, chunk: int = 1024) -> np.ndarray:
     """The raw global vectors ``[N+1, d_m]`` (float32) of a token cache, read chunk by chunk from the memory map:
     token 0 when it is a CLS token, else the masked mean of the tokens. Never a float copy of the whole cache."""
+    return pooled_features(cache, "mean" if not has_cls_token(cache) else "first", chunk)
+
+
+def pooled_features(cache: Any, pool: str, chunk: int = 1024) -> np.ndarray:
+    """``[N+1, d_m]`` float32 vectors of a token cache: ``first`` = token 0; ``mean`` = the attention-masked mean of
+    the tokens; ``sentence`` = that mean, L2-normalised, i.e. a sentence-transformers model's sentence vector
+    (all-MiniLM-L6-v2: masked mean pooling + Normalize, over the cache's ``max_length`` tokens). Items without any
+    valid token get zeros. Read chunk by chunk from the memory map."""
     n = cache.tokens.shape[0]
     out = np.zeros((n, _cache_dim(cache)), dtype=np.float32)
-    cls = has_cls_token(cache)
     for s in range(0, n, chunk):
-        if cls:
+        if pool == "first":
             out[s:s + chunk] = cache.tokens[s:s + chunk, 0, :]
-        else:
-            tok = cache.tokens[s:s + chunk].astype(np.float32)
-            m = cache.mask[s:s + chunk].astype(np.float32)[..., None]
-            out[s:s + chunk] = (tok * m).sum(1) / np.maximum(m.sum(1), 1.0)
+            continue
+        tok = cache.tokens[s:s + chunk].astype(np.float32)
+        m = cache.mask[s:s + chunk].astype(np.float32)[..., None]
+        v = (tok * m).sum(1) / np.maximum(m.sum(1), 1.0)
+        if pool == "sentence":
+            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        out[s:s + chunk] = v
+    return out
+
+
+def standardise(x: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Per-dimension z-scores over the items that have the feature (``has [N+1]``); other rows (padding, items
+    without the modality) stay 0. Each dimension is divided by ``max(sd, 1e-3)``."""
+    out = np.zeros_like(x)
+    if has.sum() < 2:
+        return out
+    mu = x[has].mean(0)
+    sd = np.maximum(x[has].std(0), 1e-3)
+    out[has] = (x[has] - mu) / sd
     return out
 
 
@@ -347,20 +439,47 @@ class ItemTower(nn.Module):
             self.id_proj = nn.Linear(table.shape[1], d)
 
     def _id_init(self, n_items: int) -> Tensor:
-        """Initial ID table: raw CLS features (paper §3.2). ``avg`` needs equal text/image widths; when they differ
-        (offline defaults: MiniLM 384 vs EfficientNet 1280) the paper's fallback, the concatenation, is used."""
+        """Initial ID table from the modalities' global vectors (paper §3.2), before ``id_proj``.
+
+        The vectors: token 0 of each cache (the released code: BERT [CLS], CLIP class token; for CNN grids the
+        pooled vector the encode stage puts first), or for text with ``init_text_pool: sentence`` the model's
+        sentence vector (masked mean + L2 norm: MiniLM's token 0 is not trained as a sentence summary). With
+        ``init_standardise`` each modality is z-scored per dimension first (MiniLM hidden states and 1280-d
+        EfficientNet activations differ in scale by an order of magnitude, so one of them dominated the raw
+        concatenation) and, when concatenated, each modality's block is scaled to an equal share of the norm.
+        ``avg`` needs equal widths; when they differ (offline defaults: MiniLM 384 vs EfficientNet 1280) the paper's
+        fallback, the concatenation, is used."""
         cfg = self.cfg
         if cfg.id_init == "random":
             w = torch.empty(n_items + 1, cfg.id_dim or cfg.d)
             nn.init.xavier_normal_(w)
             return w
-        if cfg.id_init in ("text", "image"):
-            return torch.from_numpy(cls_features(self.caches[cfg.id_init]))
-        t, v = cls_features(self.caches["text"]), cls_features(self.caches["image"])
+        mods = ["text", "image"] if cfg.id_init == "avg" else [cfg.id_init]
+        feats = [self._init_features(m) for m in mods]
+        if len(feats) == 1:
+            return torch.from_numpy(feats[0])
+        t, v = feats
         if t.shape[1] == v.shape[1]:
             return torch.from_numpy((t + v) / 2)
         self.init_note = f"id_init avg: widths differ ({t.shape[1]} vs {v.shape[1]}), concatenated instead"
+        if cfg.init_standardise:  # equal squared norm per modality, unit variance per dimension overall
+            total = t.shape[1] + v.shape[1]
+            t, v = t * math.sqrt(total / (2 * t.shape[1])), v * math.sqrt(total / (2 * v.shape[1]))
         return torch.from_numpy(np.concatenate([t, v], axis=1))
+
+    def _init_features(self, m: str) -> np.ndarray:
+        """One modality's global vectors ``[N+1, d_m]`` for the ID initialisation (see :meth:`_id_init`)."""
+        cache = self.caches[m]
+        if m == "text" and self.cfg.init_text_pool == "sentence":
+            x = pooled_features(cache, "sentence")
+        else:
+            x = cls_features(cache)
+        if self.cfg.init_standardise:
+            has = np.asarray(cache.mask).any(axis=1)
+            has[0] = False
+            x = standardise(x, has)
+        x[0] = 0.0
+        return x
 
     def _tokens(self, m: str, ids: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         """Projected tokens ``[U, T', d]`` and key mask ``[U, T']`` of items ``ids``, global token first.
@@ -448,18 +567,29 @@ class ODMT(SeqRecModel):
         tower_layers: int = 2  # w/o IMT(1): separate with 2 layers; w/o IMT(2): separate with 1 layer
         tower_heads: int = 2
         id_mask: bool = True  # False = "w/o ID mask": modality tokens may attend to the ID token
-        id_init: str = "avg"  # avg | text | image | random: initial ID table (raw CLS features, before projection)
+        id_init: str = "avg"  # avg | text | image | random: initial ID table (global features, before projection)
+        init_text_pool: str = "cls"  # cls: text token 0 (released code) | sentence: masked mean + L2 (MiniLM's vector)
+        init_standardise: bool = False  # z-score each modality per dimension before averaging / concatenating
         id_dim: int | None = None  # size of the ID table when id_init=random (default d)
-        user_layers: int = 2
+        user_encoder: str = "sasrec"  # sasrec | gru4rec | nextitnet: each branch's user encoder (paper Fig. 5)
+        user_layers: int = 2  # SASRec blocks
         user_heads: int = 2
+        gru_layers: int = 1  # GRU4Rec layers (RecBole: 1)
+        conv_dilations: list[int] = field(default_factory=lambda: [1, 4])  # NextItNet (RecBole: [1, 4] x 5, kernel 3)
+        conv_blocks: int = 5
+        conv_kernel: int = 3
         dropout: float = 0.1
         fusion: str = "late"  # late: one user encoder per branch; early: average the item vectors into one encoder
         objective: str = "online_distill"  # online_distill | late_fusion (CE on averaged logits) | independent (Σ CE)
         T: float = 0.5  # distillation temperature
         alpha: float = 20.0  # ramp-up length in epochs (< 1: constant weight alpha)
+        ramp_fraction: float | None = None  # set: alpha = this fraction of the run's train.epochs (runs.resolve_run)
+        kd_max_weight: float = 1.0  # the weight the ramp ends at (released code: 1)
         kd_form: str = "soft_ce"  # soft_ce (released code) | kl (paper text)
         detach_teacher: bool = False  # released code: False (gradients flow into the teacher logits)
         debias: bool = True  # subtract log popularity from in-batch logits
+        user_mask: str = "window"  # window: a query's own window's items are not negatives (released code) | user:
+        #                            the items of every window of its user in the batch (same with one window a user)
         tower_batch: int = 256  # items per chunk when computing the tower for the whole catalogue
 
     def __init__(self, cfg: "ODMT.Config", ctx: ModelContext):
@@ -470,13 +600,12 @@ class ODMT(SeqRecModel):
         self.n_items = ctx.n_items
         self.tower = ItemTower(cfg, ctx, key)
         self.branches = ["fused"] if cfg.fusion == "early" else list(self.tower.branches)
-        self.users = nn.ModuleDict({b: UserEncoder(cfg.d, ctx.max_len, cfg.user_layers, cfg.user_heads, cfg.dropout)
-                                    for b in self.branches})
+        self.users = nn.ModuleDict({b: user_encoder(cfg, ctx.max_len) for b in self.branches})
         if ctx.item_counts is None and cfg.debias:
             raise ParamError(f"{key}.debias", "needs the training item counts (ModelContext.item_counts)")
         counts = ctx.item_counts if ctx.item_counts is not None else torch.ones(ctx.n_items + 1)
         self.register_buffer("log_pop", log_popularity(torch.as_tensor(counts)), persistent=False)
-        self.kd_weight = rampup_weight(1, cfg.alpha)
+        self.kd_weight = rampup_weight(1, cfg.alpha, cfg.kd_max_weight)
         self._catalogue: dict[str, Tensor] | None = None
         self._pending: tuple[Tensor, dict[str, Tensor]] | None = None
         self.to(ctx.device)
@@ -488,7 +617,7 @@ class ODMT(SeqRecModel):
 
     # -- hooks -----------------------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
-        self.kd_weight = rampup_weight(epoch, self.cfg.alpha)
+        self.kd_weight = rampup_weight(epoch, self.cfg.alpha, self.cfg.kd_max_weight)
 
     def train(self, mode: bool = True) -> "ODMT":
         self._catalogue = None  # item vectors change with the weights: recompute at the next evaluation
@@ -537,7 +666,7 @@ class ODMT(SeqRecModel):
         """Debiased masked in-batch logits ``{branch: [Q, K]}`` (one column per distinct item of the batch) and the
         candidate layout of the batch (``losses.inbatch``)."""
         input_ids, targets = batch.input_ids, batch.targets
-        cand = build_candidates(input_ids, targets)
+        cand = build_candidates(input_ids, targets, batch.users if self.cfg.user_mask == "user" else None)
         # the tower runs once per distinct item of the batch: sequence inputs and candidates share its output
         uniq, inverse = torch.unique(torch.cat([input_ids.reshape(-1), cand.col_items]), return_inverse=True)
         nonzero = uniq != 0

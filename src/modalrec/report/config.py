@@ -22,6 +22,7 @@ class ReportConfig:
     alpha: float = 0.05
     digits: int = 4
     curves: list[str] = field(default_factory=lambda: ["train/loss", "valid/ndcg@10", "valid/hr@10"])
+    branch_metric: str = "hr@10"  # the per-branch validation curves of multi-branch runs (ODMT: its monitor)
     popularity: dict[str, Any] = field(default_factory=lambda: {"groups": 5, "metric": "ndcg@10"})
     sweep: dict[str, Any] = field(default_factory=lambda: {"param": "kdsr.D", "metric": "test/ndcg@10",
                                                             "exps": "reports/exps.json"})

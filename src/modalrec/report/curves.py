@@ -100,3 +100,60 @@ def term_sizes(ds: str, runs: list[Run], models_dir: Path) -> tuple[dict[str, di
                      f"recommendation loss's, first → last epoch, mean over seeds; ⚠ = under {NEGLIGIBLE:.0%}): "
                      + "; ".join(cells))
     return sizes, notes
+
+
+BRANCH_TRAIN = ("train/kd_weight", "train/kd", "train/ce")  # ODMT's loss dict entries, logged by the trainer
+
+
+def branch_curves(ds: str, runs: list[Run], models_dir: Path, metric: str, plot_dir: Path
+                  ) -> tuple[list[tuple[str, str]], list[str], dict[str, dict]]:
+    """Per-branch and ensemble validation curves of the multi-branch runs of ``ds`` (ODMT and its late-fusion
+    baselines), with the distillation weight and loss: whether the branches learn from each other.
+
+    Reads each run's dvclive series ``valid/<metric>`` (the ensemble), ``valid/<branch>/<metric>`` and
+    :data:`BRANCH_TRAIN`; averages them over seeds per epoch. Returns (plot links: one PNG per model, two panels;
+    markdown lines: one per-epoch table per model; ``{model: {series: [[epoch, mean], ...]}}`` for summary.json).
+    Models without branch series are skipped."""
+    by_model: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.dataset == ds:
+            by_model.setdefault(r.model, []).append(r)
+    links, lines, data = [], [], {}
+    ens = f"valid/{metric}"
+    for m in sorted(by_model):
+        logs = {r.seed: P.read_dvclive(models_dir / ds / m / f"s{r.seed}" / "dvclive") for r in by_model[m]}
+        names = {s for v in logs.values() for s in v}
+        branches = sorted({s.split("/")[1] for s in names
+                           if s.startswith("valid/") and s.count("/") == 2 and s.endswith(f"/{metric}")})
+        if not branches:
+            continue
+        series = [ens] + [f"valid/{b}/{metric}" for b in branches] + [s for s in BRANCH_TRAIN if s in names]
+        mean: dict[str, dict[int, float]] = {}
+        for s in series:
+            steps: dict[int, list[float]] = {}
+            for v in logs.values():
+                for step, val in v.get(s, []):
+                    steps.setdefault(step + 1, []).append(val)  # dvclive steps 0.. are epochs 1..
+            mean[s] = {e: float(np.mean(vals)) for e, vals in sorted(steps.items())}
+        data[m] = {s: [[e, v] for e, v in d.items()] for s, d in mean.items()}
+        png = P.plot_branches({s: [(e - 1, v) for e, v in mean[s].items()] for s in series}, metric,
+                              f"{ds} / {m}: branches and ensemble (mean over {len(logs)} seed(s))",
+                              plot_dir / f"{P.slug(ds)}_branches_{P.slug(m)}.png")
+        links.append((f"Branches and distillation: {m}", f"plots/{png.name}"))
+        for seed, v in logs.items():
+            for s in series:
+                if s in v:
+                    P.write_tsv(plot_dir / "data" / "training" / P.slug(ds) / P.slug(m) / f"s{seed}" / f"{s}.tsv",
+                                ["step", "value"], v[s])
+        cols = [("ensemble", ens)] + [(b, f"valid/{b}/{metric}") for b in branches] + \
+               [(s.split("/", 1)[1], s) for s in BRANCH_TRAIN if s in mean]
+        lines += [f"**`{m}`: validation {metric} per epoch, ensemble and branches** (mean over seeds "
+                  f"{', '.join(map(str, sorted(logs)))}; `kd_weight`, `kd`, `ce`: the training loss's distillation "
+                  f"weight, distillation term and summed branch cross-entropies, epoch means)", "",
+                  "| epoch | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        best = max(mean[ens], key=lambda e: (mean[ens][e], -e)) if mean[ens] else None
+        for e in sorted(mean[ens]):
+            cells = [f"{mean[s][e]:.4f}" if e in mean[s] else "–" for _, s in cols]
+            lines.append(f"| {e}{' *' if e == best else ''} | " + " | ".join(cells) + " |")
+        lines += ["", "`*`: the epoch with the best mean ensemble value.", ""]
+    return links, lines, data

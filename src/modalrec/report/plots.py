@@ -189,6 +189,38 @@ def plot_training(runs: Mapping[int, Mapping[str, Series]], series: Sequence[str
     return _save(fig, path)
 
 
+def plot_branches(series: Mapping[str, Series], metric: str, title: str, path: str | Path) -> Path:
+    """Left: ``valid/<metric>`` (the ensemble, bold) and every ``valid/<branch>/<metric>``; right: the training
+    series ``train/kd_weight`` (left axis) and ``train/kd`` / ``train/ce`` (right axis), where present."""
+    fig, (left, right) = _figure(2, width=4.8)
+    for name, pts in series.items():
+        if name.startswith("valid/") and pts:
+            x, y = zip(*pts)
+            label = "ensemble" if name.count("/") == 1 else name.split("/")[1]
+            left.plot(np.asarray(x) + 1, y, marker="o", ms=3, lw=2.4 if label == "ensemble" else 1.2, label=label)
+    left.set_title(f"valid/{metric}", fontsize=10)
+    twin = right.twinx()
+    for name, pts in series.items():
+        if name.startswith("train/") and pts:
+            ax = right if name == "train/kd_weight" else twin
+            x, y = zip(*pts)
+            ax.plot(np.asarray(x) + 1, y, marker="o", ms=3, lw=1.2, label=name.split("/", 1)[1],
+                    ls="-" if ax is right else "--", color=None)
+    right.set_title("distillation weight (left) and losses (right)", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        _integer_x(ax)
+        ax.grid(alpha=0.3)
+    handles = [h for ax in (right, twin) for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in (right, twin) for lab in ax.get_legend_handles_labels()[1]]
+    if handles:
+        right.legend(handles, labels, fontsize=7)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
 def plot_lines(lines: Mapping[str, Series], title: str, ylabel: str, path: str | Path) -> Path:
     """Several labelled curves on one axis (the forgetting plot: one line per model × series)."""
     fig, (ax,) = _figure(1, width=6.5, height=4.0)

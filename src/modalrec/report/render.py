@@ -83,8 +83,10 @@ def render_significance_note(t: Table, alpha: float, method: str) -> list[str]:
 
 
 def render_summary(tables: list[Table], plots: dict[str, list[tuple[str, str]]], notes: dict[str, list[str]],
-                   alpha: float, method: str, header: list[str], digits: int = 4) -> str:
-    """The whole summary.md: per dataset, per protocol group a table, then its plots and notes."""
+                   alpha: float, method: str, header: list[str], digits: int = 4,
+                   sections: dict[str, list[str]] | None = None) -> str:
+    """The whole summary.md: per dataset, per protocol group a table, then its plots, extra markdown sections
+    (``sections[ds]``: the per-epoch branch tables) and notes."""
     out = ["# modalrec results", ""] + header + [""]
     datasets = sorted({t.dataset for t in tables} | set(plots) | set(notes))
     for ds in datasets:
@@ -103,6 +105,8 @@ def render_summary(tables: list[Table], plots: dict[str, list[tuple[str, str]]],
             out += ["### Plots", ""]
             for title, rel in plots[ds]:
                 out += [f"**{title}**", "", f"![{title}]({rel})", ""]
+        if (sections or {}).get(ds):
+            out += ["### Branches per epoch", ""] + sections[ds]
         for n in notes.get(ds, []):
             out.append(f"- {n}")
         if notes.get(ds):

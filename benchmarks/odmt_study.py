@@ -1,0 +1,184 @@
+"""ODMT's fixes (issue 19) chosen on validation: a small study on a real multi-modal dataset, run through the real
+stages (prepare, encode, train, evaluate, report) in a scratch folder of its own.
+
+    python benchmarks/odmt_study.py --workdir ../odmt-study [--dataset ml100k_odmt] [--seeds 2023] [--epochs 20]
+                                    [--phase fixes|transfer|report|all]
+
+The scratch folder gets a copy of params.yaml with the study's dataset entry (``ml100k_odmt``: MovieLens-100K with
+TMDB plots and posters under ODMT's data rule, users >= 5, last 15, no item core), ``train.device: cpu`` and one
+``models`` entry per variant below; every run uses the family's trainer options (``odmt.train``: epoch cap, patience,
+monitor ``valid/hr@10``), so all variants and baselines have the same budget.
+
+Phase ``fixes``: the released ODMT, then the fixes one on top of the other (:data:`VARIANTS`), and SASRec+LF. It
+prints each run's best validation Recall@10 (= hr@10, the monitor) and its epoch, from the runs' own
+``history.json``, and the variant with the best mean validation value over the seeds; never test.
+Phase ``transfer``: that variant's options on GRU4Rec and NextItNet user encoders, each against its own late fusion
+(paper Fig. 5). Phase ``diagnostics``: :data:`DIAGNOSTICS` (never candidates). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
+test at the validation-selected epoch, branch curves, significance). Each step skips runs already trained.
+
+Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DATASETS = {
+    "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
+                    "filter": {"min_len": 5}, "split": {"name": "loo_window", "window": 15}},
+}
+
+BASE = {"arch": "odmt", "d": 64, "user_mask": "user"}  # one window a user under this data rule: user = window
+# the released ODMT, then each fix on top of the previous ones (name -> options)
+VARIANTS = {
+    "odmt_released": {"user_mask": "window"},
+    "odmt_ramp": {"ramp_fraction": 0.5, "kd_max_weight": 0.2},
+    "odmt_ramp_kl": {"ramp_fraction": 0.5, "kd_max_weight": 0.2, "kd_form": "kl", "detach_teacher": True},
+    "odmt_ramp_init": {"ramp_fraction": 0.5, "kd_max_weight": 0.2, "init_text_pool": "sentence",
+                       "init_standardise": True},
+    "odmt_ramp_kl_init": {"ramp_fraction": 0.5, "kd_max_weight": 0.2, "kd_form": "kl", "detach_teacher": True,
+                          "init_text_pool": "sentence", "init_standardise": True},
+}
+# diagnostics, never chosen: the released ODMT without distillation (alpha 0 = constant weight 0: per-branch CE only)
+DIAGNOSTICS = {"odmt_no_kd": {"user_mask": "window", "alpha": 0.0}}
+LF = {"tower": "separate", "id_init": "random", "objective": "late_fusion"}
+BASELINES = {"sasrec_lf": LF}
+
+
+def study_params(workdir: Path, dataset: str, epochs: int, transfer: dict | None = None) -> Path:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["base"]["dataset"] = dataset
+    p["datasets"][dataset] = DATASETS[dataset]
+    p["train"]["device"] = "cpu"
+    p["odmt"]["train"]["epochs"] = epochs
+    for name, opts in {**VARIANTS, **BASELINES, **DIAGNOSTICS, **(transfer or {})}.items():
+        p["models"][name] = {**BASE, **opts}
+    names = list(VARIANTS) + list(BASELINES) + list(DIAGNOSTICS) + list(transfer or {})
+    p["runs"] = {"baselines": [], "kdsr": [], "odmt": names}
+    p["report"]["datasets"] = [dataset]
+    p["report"]["sweep"]["exps"] = "__none__"
+    out = workdir / "params.yaml"
+    out.write_text(yaml.safe_dump(p, sort_keys=False))
+    return out
+
+
+def cli(workdir: Path, *args: str) -> None:
+    cmd = [sys.executable, "-c", "import sys; from modalrec.cli import main; main(sys.argv[1:])", *args]
+    print("+ modalrec", " ".join(args), flush=True)
+    subprocess.run(cmd, cwd=workdir, check=True)
+
+
+def ensure_data(workdir: Path, dataset: str) -> None:
+    if not (workdir / "data" / "prepared" / dataset / "split.parquet").exists():
+        cli(workdir, "prepare")
+    for m in ("text_tokens", "image_tokens"):
+        if not (workdir / "data" / "features" / dataset / f"{m}.arrow").exists():
+            cli(workdir, "encode", "--modality", m)
+
+
+def train_eval(workdir: Path, dataset: str, name: str, seed: int) -> None:
+    run = workdir / "models" / dataset / name / f"s{seed}"
+    if not (run / "history.json").exists():
+        cli(workdir, "train", name, "--seed", str(seed))
+    if not (workdir / "reports" / dataset / name / f"s{seed}" / "metrics.json").exists():
+        cli(workdir, "evaluate", name, "--seed", str(seed))
+
+
+def best_valid(workdir: Path, dataset: str, name: str, seed: int, monitor: str = "valid/hr@10") -> tuple[float, int]:
+    hist = json.loads((workdir / "models" / dataset / name / f"s{seed}" / "history.json").read_text())
+    best = max(hist, key=lambda r: (r[monitor], -r["epoch"]))
+    return float(best[monitor]), int(best["epoch"])
+
+
+def print_valid(workdir: Path, dataset: str, names: list[str], seeds: list[int], md: list[str]) -> dict[str, float]:
+    """Print (and append to ``md`` as a markdown table) each run's best validation value and epoch per seed."""
+    print(f"\nvalidation Recall@10 (valid/hr@10, the monitor) at each run's best epoch; dataset {dataset}")
+    print(f"{'run':<22} {'mean':>7}  per seed (value @ epoch)")
+    md += ["| run | options | valid R@10 (mean) | per seed: value @ best epoch |", "|---|---|---|---|"]
+    means = {}
+    for n in names:
+        vals = [best_valid(workdir, dataset, n, s) for s in seeds]
+        means[n] = float(np.mean([v for v, _ in vals]))
+        per = ", ".join(f"s{s}: {v:.4f} @ {e}" for s, (v, e) in zip(seeds, vals))
+        print(f"{n:<22} {means[n]:7.4f}  " + per)
+        opts = {**VARIANTS, **BASELINES, **DIAGNOSTICS}.get(n) or TRANSFER_OPTS.get(n, {})
+        md.append(f"| `{n}` | `{json.dumps(opts)}` | {means[n]:.4f} | {per} |")
+    md.append("")
+    return means
+
+
+TRANSFER_OPTS: dict[str, dict] = {}
+
+
+def transfer_runs(options: dict) -> dict:
+    out = {}
+    for enc in ("gru4rec", "nextitnet"):
+        out[f"odmt_{enc}"] = {**options, "user_encoder": enc}
+        out[f"{enc}_lf"] = {**LF, "user_encoder": enc}
+    TRANSFER_OPTS.update(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--dataset", default="ml100k_odmt", choices=sorted(DATASETS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2023])
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--phase", default="all", choices=["fixes", "transfer", "diagnostics", "report", "all"])
+    a = ap.parse_args()
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    study_params(a.workdir, a.dataset, a.epochs)
+    ensure_data(a.workdir, a.dataset)
+    fixes = list(VARIANTS) + list(BASELINES)
+    if a.phase in ("fixes", "all"):
+        for s in a.seeds:
+            for n in fixes:
+                train_eval(a.workdir, a.dataset, n, s)
+    md = [f"Generated by `python benchmarks/odmt_study.py {' '.join(sys.argv[1:])}` (validation only: each run's "
+          f"best `valid/hr@10` over at most {a.epochs} epochs, patience from `odmt.train`; dataset `{a.dataset}`, "
+          f"seeds {a.seeds}). Options are on top of `{json.dumps(BASE)}`.", "", "Fixes:", ""]
+    means = print_valid(a.workdir, a.dataset, fixes, a.seeds, md)
+    chosen = max(VARIANTS, key=lambda n: means[n])
+    print(f"\nchosen on validation: {chosen} {VARIANTS[chosen]}")
+    md += [f"Chosen on validation: `{chosen}`.", ""]
+    transfer = transfer_runs(VARIANTS[chosen])
+    study_params(a.workdir, a.dataset, a.epochs, transfer)
+    if a.phase in ("transfer", "all"):
+        for s in a.seeds:
+            for n in transfer:
+                train_eval(a.workdir, a.dataset, n, s)
+    if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in transfer for s in a.seeds):
+        md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
+        print_valid(a.workdir, a.dataset, list(transfer), a.seeds, md)
+    if a.phase == "diagnostics":
+        for s in a.seeds:
+            for n in DIAGNOSTICS:
+                train_eval(a.workdir, a.dataset, n, s)
+    diag = [n for n in DIAGNOSTICS if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists()
+                                          for s in a.seeds)]
+    if diag:
+        md += ["Diagnostics (not candidates):", ""]
+        print_valid(a.workdir, a.dataset, diag, a.seeds, md)
+    (a.workdir / "validation.md").write_text("\n".join(md))
+    if a.phase in ("report", "all"):
+        done = [n for n in fixes + list(transfer) + list(DIAGNOSTICS)
+                if all((a.workdir / "reports" / a.dataset / n / f"s{s}" / "metrics.json").exists() for s in a.seeds)]
+        p = yaml.safe_load((a.workdir / "params.yaml").read_text())
+        p["runs"]["odmt"] = done
+        p["base"]["seeds"] = a.seeds
+        (a.workdir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        cli(a.workdir, "report")
+
+
+if __name__ == "__main__":
+    main()
