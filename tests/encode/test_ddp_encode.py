@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from ddp_encode_worker import run_rank
@@ -28,11 +29,16 @@ def test_two_ranks_write_the_single_process_cache(items_table, tiny_text_models,
               "preprocess": "half", "image_size": 32, "batch_size": 2}, "image", "image_tokens.arrow")]
     mp.start_processes(run_rank, args=(2, str(tmp_path), jobs), nprocs=2, start_method="spawn", join=True)
     one = tmp_path / "one"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for cfg, kind, name in jobs:
-            encode_catalogue(items_table, EncoderConfig.from_params(cfg, f"encode.{kind}"), kind, one / name,
-                             key=f"encode.{kind}", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: another thread count sums a matmul in another order (last-bit drift)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for cfg, kind, name in jobs:
+                encode_catalogue(items_table, EncoderConfig.from_params(cfg, f"encode.{kind}"), kind, one / name,
+                                 key=f"encode.{kind}", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     got = tmp_path / "ranked"
     a, has_a, meta_a = load_features(one / "text.parquet", 6)
     b, has_b, meta_b = load_features(got / "text.parquet", 6)
