@@ -23,6 +23,7 @@ MODELS = {
     "unisrec_text": {"dim": 16, "heads": 2, "n_experts": 3},
     "difsr": {"dim": 16, "heads": 2},
     "nova": {"dim": 16, "heads": 2},
+    "nova_pos": {"dim": 16, "heads": 2},
 }
 
 
