@@ -66,3 +66,24 @@ def test_user_vector_by_hand():
     want = model.linear_transform(torch.cat([glob, last]))
     got = model.user_vectors(torch.tensor([[0, 0] + hist]))[0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_loss_equals_one_pass(monkeypatch):
+    """Training in length-sorted chunks gives the loss of one pass over every prefix."""
+    import modalrec.models.srgnn as srgnn
+    from modalrec.models.base import Batch
+
+    torch.manual_seed(0)
+    model = build_model("srgnn", {"dim": 8}, ModelContext(n_items=20, max_len=6))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 21, (5, 6), generator=g)
+    ids[0, :3] = 0
+    tgt = torch.randint(1, 21, (5, 6), generator=g)
+    tgt[0, :3] = 0
+    b = Batch(ids, tgt, torch.arange(5))
+    monkeypatch.setattr(srgnn, "PREFIX_CHUNK", 4)
+    chunked = model.loss(b)
+    p_ids, p_tgt = prefixes(ids, tgt)
+    logits = model.user_vectors(p_ids) @ model.item_emb.weight.t()
+    logits[:, 0] = float("-inf")
+    torch.testing.assert_close(chunked, torch.nn.functional.cross_entropy(logits, p_tgt))

@@ -15,6 +15,9 @@ Follows RecBole's ``srgnn.py`` (a port of the official CRIPAC-DIG/SR-GNN code), 
 
 Training: a graph sees the whole history at once, so (like RecBole's prefix augmentation) every position of a
 training window with a target becomes one instance, its prefix. Full-softmax cross-entropy, as RecBole's CE loss.
+The prefixes of a batch range from 1 to ``max_len`` items, so they are sorted by length and run in chunks of
+``PREFIX_CHUNK``, each cropped to its own longest prefix: the graphs of a chunk are then about as large as their
+histories instead of the batch's longest (a result never depends on padding, so only float rounding changes).
 
 Differences from RecBole: histories are left-padded (contract) rather than right-padded, and the node order is
 ascending item id without a padding node (a permutation of the same graph: the result is identical); the padding
@@ -32,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Batch, ModelContext, SeqRecModel, register_model
+
+PREFIX_CHUNK = 512  # prefixes per forward pass in training (sorted by length)
 
 
 def prefixes(input_ids: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,9 +145,14 @@ class SRGNN(SeqRecModel):
 
     def loss(self, batch: Batch) -> Tensor:
         ids, tgt = prefixes(batch.input_ids, batch.targets)
-        logits = self.user_vectors(ids) @ self.item_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), tgt)
+        lengths = (ids > 0).sum(1)
+        total = ids.new_zeros((), dtype=torch.float32)
+        for chunk in lengths.argsort().split(PREFIX_CHUNK):
+            n = int(lengths[chunk[-1]])  # the chunk's longest prefix (sorted ascending)
+            logits = self.user_vectors(ids[chunk, ids.shape[1] - n:]) @ self.item_emb.weight.t()
+            logits[:, 0] = float("-inf")
+            total = total + F.cross_entropy(logits.float(), tgt[chunk], reduction="sum")
+        return total / len(tgt)
 
     def score_all(self, input_ids: Tensor) -> Tensor:
         s = self.user_vectors(input_ids) @ self.item_emb.weight.t()
