@@ -24,6 +24,7 @@ MODELS = {
     "difsr": {"dim": 16, "heads": 2},
     "nova": {"dim": 16, "heads": 2},
     "nova_pos": {"dim": 16, "heads": 2},
+    "trans2d": {"dim": 16, "inner": 32},
 }
 
 

@@ -15,7 +15,7 @@ from tiny_data import write_tiny_prepared
 
 DS = "tiny"
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ["srgnn", "fdsa", "unisrec", "difsr", "nova"]
+MODELS = ["srgnn", "fdsa", "unisrec", "difsr", "nova", "trans2d"]
 
 
 @pytest.fixture(scope="module")
