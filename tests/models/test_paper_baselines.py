@@ -1,4 +1,4 @@
-"""Smoke tests of the papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA) on a tiny catalogue: a few epochs
+"""Smoke tests of the papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) on a tiny catalogue: a few epochs
 train and lower the loss, scores cover the catalogue, padding (column 0 and left padding) never matters, and each
 model runs through ``build_model`` with its params.yaml defaults. Their distinctive parts are checked against hand
 computations in tests/models/test_<model>.py."""
@@ -25,6 +25,7 @@ MODELS = {
     "nova": {"dim": 16, "heads": 2},
     "nova_pos": {"dim": 16, "heads": 2},
     "trans2d": {"dim": 16, "inner": 32},
+    "mmsrec": {"dim": 16, "inner": 32},
 }
 
 

@@ -1,4 +1,4 @@
-"""The papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA) through the real train and evaluate stage runners:
+"""The papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) through the real train and evaluate stage runners:
 one epoch each on a tiny prepared dataset with image and text feature caches, checkpoint reloaded by evaluate."""
 
 import json
@@ -15,7 +15,7 @@ from tiny_data import write_tiny_prepared
 
 DS = "tiny"
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ["srgnn", "fdsa", "unisrec", "difsr", "nova", "trans2d"]
+MODELS = ["srgnn", "fdsa", "unisrec", "difsr", "nova", "trans2d", "mmsrec"]
 
 
 @pytest.fixture(scope="module")
