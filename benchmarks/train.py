@@ -40,7 +40,8 @@ from modalrec.params import load_params
 from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
 
 MAXLEN = 50
-ENGINE = {"sasrec": ("sasrec", {"dim": 64, "layers": 2, "heads": 1}), "gru4rec": ("gru4rec", {"dim": 64, "hidden": 128})}
+ENGINE = {"sasrec": ("sasrec", {"dim": 64, "layers": 2, "heads": 1}),
+          "gru4rec": ("gru4rec", {"dim": 64, "hidden": 128})}
 PAPER_BASELINES = ["srgnn", "nova_pos", "fdsa", "unisrec", "difsr", "nova"]
 STAND_IN_WIDTH = {"text": 384, "image": 1280}  # all-MiniLM-L6-v2, efficientnet_lite0 pooled
 

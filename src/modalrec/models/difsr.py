@@ -44,8 +44,8 @@ FUSIONS = ("sum", "gate")
 
 
 class ScoreGate(nn.Module):
-    """The code's ``VanillaAttention(max_len, max_len)`` over attention maps ``[..., S, max_len]`` -> ``[..., max_len]``:
-    a softmax over the S sources of ``MLP(score row)``."""
+    """The code's ``VanillaAttention(max_len, max_len)`` over attention maps ``[..., S, max_len]`` ->
+    ``[..., max_len]``: a softmax over the S sources of ``MLP(score row)``."""
 
     def __init__(self, width: int):
         super().__init__()

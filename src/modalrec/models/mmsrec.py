@@ -99,7 +99,8 @@ class MMSRec(SeqRecModel):
                 raise ParamError(f"{key}.modalities", f"modality {m!r} has no features (encode stage) for this dataset")
             x = ctx.features[m].float().clone()
             if x.shape[0] != ctx.n_items + 1:
-                raise ParamError(f"{key}.modalities", f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
+                raise ParamError(f"{key}.modalities",
+                                 f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
             x[0] = 0
             has = x.abs().sum(1) > 0
             mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])

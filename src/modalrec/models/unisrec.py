@@ -151,7 +151,8 @@ class UniSRec(SeqRecModel):
                 raise ParamError(f"{key}.modalities", f"modality {m!r} has no features (encode stage) for this dataset")
             x = ctx.features[m].float().clone()
             if x.shape[0] != ctx.n_items + 1:
-                raise ParamError(f"{key}.modalities", f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
+                raise ParamError(f"{key}.modalities",
+                                 f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
             x[0] = 0
             has = x.abs().sum(1) > 0
             scale = x[has].norm(dim=1).mean().clamp(min=1e-6) if has.any() else torch.tensor(1.0)
