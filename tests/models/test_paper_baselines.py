@@ -1,5 +1,5 @@
 """Smoke tests of the papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) on a tiny catalogue:
-a few epochs train and lower the loss, scores cover the catalogue, padding (column 0 and left padding) never matters,
+a few epochs train and lower the loss, scores cover the catalogue, padding (column 0, left padding) never matters,
 and each model runs through ``build_model`` with its params.yaml defaults. Their distinctive parts are checked against hand
 computations in tests/models/test_<model>.py."""
 
