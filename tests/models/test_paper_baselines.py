@@ -1,7 +1,7 @@
 """Smoke tests of the papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) on a tiny catalogue:
 a few epochs train and lower the loss, scores cover the catalogue, padding (column 0, left padding) never matters,
-and each model runs through ``build_model`` with its params.yaml defaults. Their distinctive parts are checked against hand
-computations in tests/models/test_<model>.py."""
+and each model runs through ``build_model`` with its params.yaml defaults. Their distinctive parts are checked against
+hand computations in tests/models/test_<model>.py."""
 
 from pathlib import Path
 

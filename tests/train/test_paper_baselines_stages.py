@@ -1,5 +1,6 @@
 """The papers' baselines (SR-GNN, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) through the real train and
-evaluate stage runners: one epoch each on a tiny prepared dataset with image and text feature caches, checkpoint reloaded by evaluate."""
+evaluate stage runners: one epoch each on a tiny prepared dataset with image and text feature caches, the checkpoint
+reloaded by evaluate."""
 
 import json
 from pathlib import Path
