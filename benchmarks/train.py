@@ -11,7 +11,12 @@ of every sequence is test), max length 50, d = 64. Prints per backbone:
 - evaluation: full ranking of every item for every test instance (ratio split) and for every user's last item
   (leave-one-out, one instance per user = all 22k users), with scores/s.
 
-Usage: python benchmarks/train.py [--seconds 20] [--batch-size 256] [--threads N]
+The papers' other baselines (docs/baselines.md: srgnn, nova_pos, fdsa, unisrec, difsr, nova) are timed the same way
+with their params.yaml defaults (``--models`` picks the list). Beauty has no item text or images here, so the
+modality models run on random stand-in features of the default encoders' widths (text 384, image 1280): their
+figures are throughput only.
+
+Usage: python benchmarks/train.py [--seconds 20] [--batch-size 256] [--threads N] [--models sasrec srgnn ...]
 Figures measured on a shared, busy machine are inflated by contention.
 """
 
@@ -30,10 +35,24 @@ from torch import nn
 from modalrec.data.batching import eval_instances, train_batches, train_windows
 from modalrec.evaluate.protocol import EvalConfig, evaluate
 from modalrec.models import ModelContext, build_model
+from modalrec.params import load_params
 
 from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the script directory)
 
 MAXLEN = 50
+ENGINE = {"sasrec": ("sasrec", {"dim": 64, "layers": 2, "heads": 1}),
+          "gru4rec": ("gru4rec", {"dim": 64, "hidden": 128})}
+PAPER_BASELINES = ["srgnn", "nova_pos", "fdsa", "unisrec", "difsr", "nova"]
+STAND_IN_WIDTH = {"text": 384, "image": 1280}  # all-MiniLM-L6-v2, efficientnet_lite0 pooled
+
+
+def model_entry(name: str) -> tuple[str, dict]:
+    """(arch, options) of a model: the engine's two fixed settings, or a params.yaml entry."""
+    if name in ENGINE:
+        return ENGINE[name]
+    cfg = dict(load_params(Path(__file__).resolve().parents[1] / "params.yaml")["models"][name])
+    cfg.pop("train", None), cfg.pop("evaluate", None)
+    return cfg.pop("arch"), cfg
 
 
 
@@ -98,6 +117,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="timed training seconds per scheme")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", *PAPER_BASELINES])
     a = ap.parse_args(argv)
     if not BEAUTY.exists():
         print(f"skipped: {BEAUTY} is absent")
@@ -112,20 +132,26 @@ def main(argv: list[str]) -> int:
     windows = train_windows(seqs, n_train, MAXLEN)
     print(f"device: {dev} ({torch.get_num_threads()} threads); Beauty: {len(seqs)} users, {n_items} items, "
           f"{windows.n_targets} training targets in {len(windows)} sequences; batch {a.batch_size}")
-    ctx = ModelContext(n_items=n_items, max_len=MAXLEN, device=dev)
+    g = torch.Generator().manual_seed(0)
+    stand_in = {m: torch.randn(n_items + 1, d, generator=g) for m, d in STAND_IN_WIDTH.items()}
+    for v in stand_in.values():
+        v[0] = 0
+    ctx = ModelContext(n_items=n_items, max_len=MAXLEN, features=stand_in, device=dev)
 
     test = eval_instances(seqs, n_train, n_valid, "test", MAXLEN)
     loo_nt = lens - 1
     loo = eval_instances(seqs, loo_nt, np.zeros_like(lens), "test", MAXLEN)
     results = {}
-    for arch, cfg in (("sasrec", {"dim": 64, "layers": 2, "heads": 1}), ("gru4rec", {"dim": 64, "hidden": 128})):
+    for name in a.models:
+        arch, cfg = model_entry(name)
         torch.manual_seed(0)
-        model = build_model(arch, cfg, ctx).to(dev)
+        model = build_model(name, cfg, ctx, arch=arch).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step(b):
             b = b.to(dev)
-            loss = model.loss(b)
+            out = model.loss(b)
+            loss = out["loss"] if isinstance(out, dict) else out
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,16 +159,18 @@ def main(argv: list[str]) -> int:
 
         el, st, ns, nt = time_training(step, lambda: train_batches(windows, a.batch_size, 0, 1), a.seconds)
         epoch_s = windows.n_targets / (nt / el)
-        results[arch] = epoch_s
-        print(f"{arch:>8} train (all positions): {ns / el:8.0f} sequences/s, {nt / el:8.0f} targets/s, "
+        results[name] = epoch_s
+        print(f"{name:>8} train (all positions): {ns / el:8.0f} sequences/s, {nt / el:8.0f} targets/s, "
               f"epoch ~{epoch_s:.1f}s")
         model.eval()
-        for name, inst in (("ratio-split test", test), ("leave-one-out, every user", loo)):
+        for split, inst in (("ratio-split test", test), ("leave-one-out, every user", loo)):
             evaluate(model, inst, EvalConfig(batch_size=512), dev, n_items, progress=False)  # warm-up
             res = evaluate(model, inst, EvalConfig(batch_size=512), dev, n_items, progress=False)
-            print(f"{arch:>8} eval {name}: {len(inst)} instances x {n_items} items in {res.seconds:.2f}s "
+            print(f"{name:>8} eval {split}: {len(inst)} instances x {n_items} items in {res.seconds:.2f}s "
                   f"({res.scores_per_second / 1e6:.0f}M scores/s)")
 
+    if "sasrec" not in results:
+        return 0
     torch.manual_seed(0)
     rb = RecBoleSASRec(n_items).to(dev)
     opt = torch.optim.Adam(rb.parameters(), lr=1e-3)
