@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +30,8 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _study import best_valid, cli, train_eval  # noqa: E402
 
 DATASETS = {
     "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
@@ -76,32 +77,12 @@ def study_params(workdir: Path, dataset: str, epochs: int, transfer: dict | None
     return out
 
 
-def cli(workdir: Path, *args: str) -> None:
-    cmd = [sys.executable, "-c", "import sys; from modalrec.cli import main; main(sys.argv[1:])", *args]
-    print("+ modalrec", " ".join(args), flush=True)
-    subprocess.run(cmd, cwd=workdir, check=True)
-
-
 def ensure_data(workdir: Path, dataset: str) -> None:
     if not (workdir / "data" / "prepared" / dataset / "split.parquet").exists():
         cli(workdir, "prepare")
     for m in ("text_tokens", "image_tokens"):
         if not (workdir / "data" / "features" / dataset / f"{m}.arrow").exists():
             cli(workdir, "encode", "--modality", m)
-
-
-def train_eval(workdir: Path, dataset: str, name: str, seed: int) -> None:
-    run = workdir / "models" / dataset / name / f"s{seed}"
-    if not (run / "history.json").exists():
-        cli(workdir, "train", name, "--seed", str(seed))
-    if not (workdir / "reports" / dataset / name / f"s{seed}" / "metrics.json").exists():
-        cli(workdir, "evaluate", name, "--seed", str(seed))
-
-
-def best_valid(workdir: Path, dataset: str, name: str, seed: int, monitor: str = "valid/hr@10") -> tuple[float, int]:
-    hist = json.loads((workdir / "models" / dataset / name / f"s{seed}" / "history.json").read_text())
-    best = max(hist, key=lambda r: (r[monitor], -r["epoch"]))
-    return float(best[monitor]), int(best["epoch"])
 
 
 def print_valid(workdir: Path, dataset: str, names: list[str], seeds: list[int], md: list[str]) -> dict[str, float]:
@@ -111,7 +92,7 @@ def print_valid(workdir: Path, dataset: str, names: list[str], seeds: list[int],
     md += ["| run | options | valid R@10 (mean) | per seed: value @ best epoch |", "|---|---|---|---|"]
     means = {}
     for n in names:
-        vals = [best_valid(workdir, dataset, n, s) for s in seeds]
+        vals = [best_valid(workdir, dataset, n, s, "valid/hr@10") for s in seeds]
         means[n] = float(np.mean([v for v, _ in vals]))
         per = ", ".join(f"s{s}: {v:.4f} @ {e}" for s, (v, e) in zip(seeds, vals))
         print(f"{n:<22} {means[n]:7.4f}  " + per)
@@ -144,6 +125,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--phase", default="all",
                     choices=["fixes", "headline", "transfer", "diagnostics", "report", "all"])
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "odmt.md",
+                    help="the results document the report phase writes (docs/results/odmt.md)")
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +179,19 @@ def main() -> None:
         p["base"]["seeds"] = a.seeds
         (a.workdir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         cli(a.workdir, "report")
+        from modalrec.report.publish import publish, seed_table
+
+        pairs = [(n, b) for n in headline[:2] for b in BASELINES] + [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")]
+        pairs = [(x, y) for x, y in pairs if x in done and y in done]
+        cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
+            " ".join(map(str, a.seeds)) + " --select-seeds " + " ".join(map(str, sel)) + f" --epochs {a.epochs}"
+        pre = ["## Over seeds (test at the validation-selected epoch)", "",
+               *seed_table(a.workdir / "reports", a.dataset, pairs, a.seeds, ("hr@10", "ndcg@10", "hr@20")),
+               "## Selection on validation", "", *md, "## Full report", ""]
+        out = publish(a.workdir / "reports", a.results, f"ODMT reproduction study ({a.dataset})",
+                      ["export OMP_NUM_THREADS=1  # as measured; any thread count gives the same figures up to rounding",
+                       cmd], pre)
+        print(f"published -> {out}")
 
 
 if __name__ == "__main__":
