@@ -150,6 +150,9 @@ def _fold_odmt(params, model, arch, entry, ds) -> tuple[dict, dict]:
     unknown = sorted(set(per_ds) - set(ODMT_KEYS) - {"train"})
     if unknown:
         raise ParamError(f"odmt.datasets.{ds}.{unknown[0]}", f"unknown key; known: {list(ODMT_KEYS) + ['train']}")
+    if section.get("alpha") is not None and section.get("ramp_fraction") is not None and "alpha" not in entry:
+        raise ParamError("odmt.alpha", f"odmt.ramp_fraction ({section['ramp_fraction']}) sets the ramp length; "
+                                       "set odmt.ramp_fraction=null to use a fixed alpha")
     for key in ODMT_KEYS:
         if key in entry:
             continue

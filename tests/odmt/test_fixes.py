@@ -259,3 +259,14 @@ def test_user_encoders_smoke(enc, objective):
 def test_user_encoder_choice_is_checked():
     with pytest.raises(ParamError, match="models.odmt.user_encoder"):
         build_model("odmt", {"user_encoder": "bert4rec"}, context(N, MAX_LEN))
+
+
+def test_a_fixed_alpha_next_to_a_ramp_fraction_is_refused():
+    from modalrec.errors import ParamError
+
+    p = _params()
+    p["odmt"]["ramp_fraction"], p["odmt"]["alpha"] = 0.5, 5
+    with pytest.raises(ParamError, match="odmt.alpha"):
+        resolve_run(p, "odmt")
+    p["odmt"]["ramp_fraction"] = None
+    assert resolve_run(p, "odmt").cfg["alpha"] == 5

@@ -53,8 +53,9 @@ def test_train_and_evaluate_stages(setup, model, monkeypatch):
     assert clips and set(clips) == {5.0}  # gradient clipping at every step, the released code's norm
     cfg = json.loads((run_dir / "config.json").read_text())
     assert (run_dir / "best.pt").exists() and cfg["max_len"] == 12
-    if model == "odmt":  # the odmt section reached the model: per-dataset T/alpha, family trainer options
-        assert cfg["cfg"]["T"] == 0.4 and cfg["cfg"]["alpha"] == 2
+    if model == "odmt":  # the odmt section reached the model: per-dataset T, the ramp from odmt.ramp_fraction
+        assert cfg["cfg"]["T"] == 0.4 and cfg["cfg"]["alpha"] == 0.5 * 2  # (which wins over the dataset's alpha 2)
+        assert cfg["cfg"]["kd_form"] == "kl" and cfg["cfg"]["user_mask"] == "user"  # the chosen fixes
     assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["monitor"] == "valid/hr@10"
     assert cfg["train"]["weight_decay"] == 0.1 and cfg["train"]["amp"] is True  # AMP applies on CUDA only
     out = evaluate_stage.run(p, model=model, seed=7, reports_root=root / "reports", **kw)
