@@ -149,3 +149,15 @@ def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | N
         if name == cls.registry_name or not (e.key == own or e.key.startswith(own + ".")):
             raise
         raise ParamError(f"models.{name}" + e.key[len(own):], e.message) from None
+
+
+def recbole_init(module: nn.Module) -> None:
+    """RecBole's ``_init_weights`` (``module.apply(recbole_init)``): Linear / Embedding ~ N(0, 0.02), biases 0,
+    LayerNorm (1, 0). The paper baselines' reference code (RecBole, DIF-SR, NOVA, FDSA, MMSRec) all start so."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
 from .item_repr import ItemRepr
 
 FUSIONS = ("sum", "gate")
@@ -166,7 +166,7 @@ class DIFSR(SeqRecModel):
         self.aap = nn.ModuleDict({m: nn.Linear(d, self.items.modality_vectors(m).shape[1]) for m in cfg.modalities}
                                  if cfg.aap_weight > 0 else {})
         for m in [self.pos, self.layers, self.aap]:
-            m.apply(_init_weights)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
+            m.apply(recbole_init)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
 
     def side_tables(self) -> list[Tensor]:
         return [self.items.modality_embedding(m) for m in self.items.modalities]
@@ -217,14 +217,3 @@ class DIFSR(SeqRecModel):
     @classmethod
     def required_inputs(cls, cfg) -> list[str]:
         return [f"features/{m}" for m in cfg.modalities]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """RecBole's ``_init_weights``: Linear / Embedding ~ N(0, 0.02), biases 0, LayerNorm (1, 0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
 from .item_repr import ItemRepr
 
 
@@ -110,7 +110,7 @@ class FDSA(SeqRecModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.concat = nn.Linear(2 * d, d)
         for m in [self.pos, self.feature_att, self.item_layers, self.feature_layers, self.concat]:
-            m.apply(_init_weights)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
+            m.apply(recbole_init)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
 
     def feature_table(self) -> tuple[Tensor, Tensor]:
         """Every item's modality vectors ``[N+1, M, d]`` and which it has ``[N+1, M]``."""
@@ -153,14 +153,3 @@ class FDSA(SeqRecModel):
     @classmethod
     def required_inputs(cls, cfg) -> list[str]:
         return [f"features/{m}" for m in cfg.modalities]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """RecBole's ``_init_weights``: Linear / Embedding ~ N(0, 0.02), biases 0, LayerNorm (1, 0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

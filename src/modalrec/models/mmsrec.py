@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
 
 
 class TransformerLayer(nn.Module):
@@ -117,7 +117,7 @@ class MMSRec(SeqRecModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(TransformerLayer(d, cfg.heads, cfg.inner, cfg.dropout) for _ in range(cfg.layers))
         self.out = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d)) for m in self.modalities})
-        self.apply(_init_weights)
+        self.apply(recbole_init)
 
     def encode(self, codes: Tensor) -> Tensor:
         """Vectors ``[B, L, d]`` of left-padded slot codes ``[B, L]`` (0 padding, -1 [MASK], 1..N items)."""
@@ -172,14 +172,3 @@ class MMSRec(SeqRecModel):
     @classmethod
     def required_inputs(cls, cfg) -> list[str]:
         return [f"features/{m}" for m in cfg.modalities]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """The code's ``_init_weights``: Linear / Embedding ~ N(0, 0.02), biases 0, LayerNorm (1, 0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

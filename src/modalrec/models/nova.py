@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
 from .item_repr import ItemRepr
 
 FUSIONS = ("sum", "gate")
@@ -120,7 +120,7 @@ class NOVA(SeqRecModel):
             NOVALayer(d, cfg.heads, 1 + len(self.items.modalities), cfg.fusion, cfg.inner, cfg.dropout,
                       cfg.attn_dropout) for _ in range(cfg.layers))
         for m in [self.pos, self.layers]:
-            m.apply(_init_weights)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
+            m.apply(recbole_init)  # the ID table keeps ItemRepr's N(0, 0.02) (row 0 = 0), the projections theirs
 
     def encode(self, input_ids: Tensor) -> Tensor:
         ids = input_ids[:, -self.max_len:]
@@ -153,14 +153,3 @@ class NOVA(SeqRecModel):
     @classmethod
     def required_inputs(cls, cfg) -> list[str]:
         return [f"features/{m}" for m in cfg.modalities]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """RecBole's ``_init_weights``: Linear / Embedding ~ N(0, 0.02), biases 0, LayerNorm (1, 0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
