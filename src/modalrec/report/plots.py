@@ -96,19 +96,15 @@ def group_metric(targets: np.ndarray, ranks: np.ndarray, groups: np.ndarray, k: 
     return means, counts
 
 
-def sweep_points(exps: Any, param: str, metric_keys: Mapping[str, str]) -> dict[str, list[tuple[float, float, str]]]:
-    """``{label: [(param value, metric value, experiment name), ...]}`` from ``dvc exp show --json`` output.
-
-    ``param`` is a dotted params.yaml key (``kdsr.D``); ``metric_keys`` maps a label to a flat metrics key
-    (``synthetic/kdsr_sasrec/test/ndcg@10``) or a dotted path into nested metrics. One point per distinct param
-    value (the newest experiment wins; the workspace row is skipped when it duplicates a committed one).
-    """
-    rows = []
+def exp_rows(exps: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``[(experiment name, its data section), ...]`` of ``dvc exp show --json`` output: the workspace and commits,
+    then their experiments, in the order DVC prints them (queued and failed experiments have no metrics)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
 
     def visit(entry: dict[str, Any]) -> None:
         data = entry.get("data") or {}
         if data:
-            rows.append((entry.get("name") or entry.get("rev") or "?", data))
+            rows.append((str(entry.get("name") or entry.get("rev") or "?"), data))
         for grp in entry.get("experiments") or []:
             for rev in grp.get("revs") or []:
                 visit(rev)
@@ -117,20 +113,31 @@ def sweep_points(exps: Any, param: str, metric_keys: Mapping[str, str]) -> dict[
         raise DataError("expected the JSON list that `dvc exp show --json` prints")
     for e in exps:
         visit(e)
+    return rows
+
+
+def sweep_points(exps: Any, param: str, metric_keys: Mapping[str, str]) -> dict[str, list[tuple[float, float, str]]]:
+    """``{label: [(param value, metric value, experiment name), ...]}`` from ``dvc exp show --json`` output.
+
+    ``param`` is a dotted params.yaml key (``kdsr.D``); ``metric_keys`` maps a label to a flat metrics key
+    (``synthetic/kdsr_sasrec/test/ndcg@10``) or a dotted path into nested metrics. One point per distinct param
+    value (the newest experiment wins; the workspace row is skipped when it duplicates a committed one).
+    """
     out: dict[str, dict[float, tuple[float, float, str]]] = {}
-    for name, data in rows:
-        pv = _lookup_files(data.get("params") or {}, param)
+    for name, data in exp_rows(exps):
+        pv = exp_value(data.get("params") or {}, param)
         if not isinstance(pv, (int, float)) or isinstance(pv, bool):
             continue
         for label, key in metric_keys.items():
-            mv = _lookup_files(data.get("metrics") or {}, key)
+            mv = exp_value(data.get("metrics") or {}, key)
             if isinstance(mv, (int, float)) and not isinstance(mv, bool):
-                out.setdefault(label, {}).setdefault(float(pv), (float(pv), float(mv), str(name)))
+                out.setdefault(label, {}).setdefault(float(pv), (float(pv), float(mv), name))
     return {lab: sorted(d.values()) for lab, d in out.items()}
 
 
-def _lookup_files(files: Mapping[str, Any], key: str) -> Any:
-    """Find ``key`` (flat key first, then a dotted/slashed path) in any file of a dvc exp show data section."""
+def exp_value(files: Mapping[str, Any], key: str) -> Any:
+    """Find ``key`` (flat key first, then a dotted/slashed path) in any file of a dvc exp show data section
+    (its ``params`` or ``metrics``); None when absent."""
     for f in sorted(files):
         data = (files[f] or {}).get("data") or {}
         if key in data:

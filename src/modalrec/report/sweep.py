@@ -56,3 +56,29 @@ def sweep_analysis(ds: str, tables: list[Table], sweep: dict[str, Any], plot_dir
         P.write_tsv(plot_dir / "data" / "sweep" / P.slug(ds) / f"{P.slug(m)}.tsv", ["param", "value", "exp"], p)
     return (f"Sweep of {param}", f"plots/{png.name}"), {"param": param, "metric": metric,
                                                         "points": {m: [list(x) for x in p] for m, p in pts.items()}}, ""
+
+
+def best_by_model(exps: Any, dataset: str, models: list[str], monitor: str, show: tuple[str, ...] = (),
+                  params: tuple[str, ...] = (), prefix: str = "") -> dict[str, dict[str, Any]]:
+    """A hyper-parameter search's selection: for each model, the experiment whose ``<dataset>/<model>/<monitor>``
+    (``reports/metrics.json``: the mean over the run's seeds) is highest; never a test metric unless asked.
+
+    Returns ``{model: {"exp": name, monitor: value, **{m: value for m in show}, "params": {key: value}, "n": the
+    experiments that had the model}}``; a model no experiment measured is absent. Ties: the first in DVC's order.
+    Only experiments named ``prefix...`` count (the workspace and commits do not, unless the prefix matches them).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, data in P.exp_rows(exps):
+        if not name.startswith(prefix):
+            continue
+        mets, pars = data.get("metrics") or {}, data.get("params") or {}
+        for m in models:
+            v = P.exp_value(mets, f"{dataset}/{m}/{monitor}")
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            best = out.setdefault(m, {"exp": None, monitor: -float("inf"), "n": 0})
+            best["n"] += 1
+            if v > best[monitor]:
+                best.update({"exp": name, monitor: float(v), "params": {k: P.exp_value(pars, k) for k in params},
+                             **{s: P.exp_value(mets, f"{dataset}/{m}/{s}") for s in show}})
+    return out
