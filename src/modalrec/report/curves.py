@@ -60,9 +60,12 @@ def training_curves(ds: str, runs: list[Run], models_dir: Path, curves: list[str
 
 
 def forgetting_plot(ds: str, forgetting: dict[str, dict[str, P.Series]], plot_dir: Path) -> tuple[str, str]:
-    """Every model's forgetting series of ``ds`` on one PNG, plus one TSV per series; returns the plot link."""
-    lines = {f"{m}: {s}": pts for m, d in forgetting.items() for s, pts in d.items()}
-    png = P.plot_lines(lines, f"{ds}: modality forgetting (mean over seeds)", "correlation",
+    """One panel per forgetting series of ``ds`` (one line per model), plus one TSV per series; returns the plot link."""
+    panels: dict[str, dict[str, P.Series]] = {}
+    for m, d in forgetting.items():
+        for s, pts in d.items():
+            panels.setdefault(s, {})[m] = pts
+    png = P.plot_panels(panels, f"{ds}: modality forgetting (mean over seeds)", "correlation",
                        plot_dir / f"{P.slug(ds)}_forgetting.png")
     for m, d in forgetting.items():
         for s, pts in d.items():

@@ -228,21 +228,37 @@ def plot_branches(series: Mapping[str, Series], metric: str, title: str, path: s
     return _save(fig, path)
 
 
-def plot_lines(lines: Mapping[str, Series], title: str, ylabel: str, path: str | Path) -> Path:
-    """Several labelled curves on one axis (the forgetting plot: one line per model × series)."""
-    fig, (ax,) = _figure(1, width=6.5, height=4.0)
-    for label in sorted(lines):
-        pts = lines[label]
-        if pts:
-            x, y = zip(*pts)
-            ax.plot(np.asarray(x) + 1, y, marker="o", ms=3, lw=1.2, label=label)
-    ax.set_xlabel("epoch")
-    _integer_x(ax)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+def plot_panels(panels: Mapping[str, Mapping[str, Series]], title: str, ylabel: str, path: str | Path) -> Path:
+    """One panel per series (the forgetting plot: ``image_E_M``, ``text_E_M``, ...), one line per model in each, the
+    same colour for a model in every panel and one legend for all (so a model and its comparator, e.g. KDSR and
+    the backbone fine-tuned without CDL, are read side by side)."""
+    from matplotlib.figure import Figure
+
+    names = sorted(panels)
+    ncols = min(3, max(len(names), 1))
+    nrows = -(-max(len(names), 1) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.8), dpi=100, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    labels = sorted({lab for d in panels.values() for lab in d})
+    colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    for ax, name in zip(axes, names):
+        for lab in labels:
+            pts = panels[name].get(lab)
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(np.asarray(x) + 1, y, marker="o", ms=2.5, lw=1.2, color=colours[lab], label=lab)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        _integer_x(ax)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    if labels:
+        handles = [axes[0].plot([], [], color=colours[lab], marker="o", ms=3, label=lab)[0] for lab in labels]
+        fig.legend(handles=handles, labels=labels, loc="outside lower center", ncols=min(len(labels), 4),
+                   fontsize=8)
+    fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
