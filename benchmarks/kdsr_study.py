@@ -38,11 +38,13 @@ GROUPS = {  # name -> (model, runs list, code) in the order they run
                  ("kdsr_no_both", "kdsr", "sasrec", None)],
     "ablations": [("kdsr_no_code", "kdsr", "sasrec", None), ("kdsr_no_holistic", "kdsr", "sasrec", None),
                   ("kdsr_no_tau", "kdsr", "sasrec", None)],
-    "graph": [("mmsr", "kdsr", "mmsr", None), ("kdsr_mmsr", "kdsr", "mmsr", None)],
+    "graph": [("mmsr", "kdsr", "mmsr", None), ("kdsr_mmsr", "kdsr", "mmsr", None),
+              ("mmsr_released", "kdsr", "mmsr_released", None)],
 }
 COMPARE = [("kdsr_sasrec", "sasrec_tuned"), ("kdsr_sasrec", "sasrec_frozen"), ("kdsr_sasrec", "sasrec_frozen_m"),
            ("kdsr_sasrec", "kdsr_no_both"), ("kdsr_no_code", "sasrec_tuned"), ("kdsr_no_holistic", "sasrec_tuned"),
-           ("kdsr_no_tau", "sasrec_tuned"), ("kdsr_mmsr", "mmsr")]
+           ("kdsr_no_tau", "sasrec_tuned"), ("kdsr_mmsr", "mmsr"), ("kdsr_mmsr", "mmsr_released"),
+           ("mmsr", "mmsr_released")]
 MONITOR = "valid/ndcg@10"
 
 

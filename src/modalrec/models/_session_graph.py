@@ -102,17 +102,27 @@ class SessionGraphs:
         """``out_i = Σ_j softmax_j(logits_ij) · values_ij`` over the edges (i, j) of each node i: ``logits [E, *S]``,
         ``values [E, *S, d]`` -> ``[M, *S, d]``. Every node has its self-loop, so no sum is empty."""
         M, src = self.items.numel(), self.src
-        idx = src.view((-1,) + (1,) * (logits.dim() - 1)).expand_as(logits)
-        top = logits.new_full((M,) + logits.shape[1:], float("-inf"))
-        top = top.scatter_reduce(0, idx, logits.detach(), "amax")  # the softmax is shift-invariant: no gradient
-        ex = (logits - top[src]).exp()
-        den = ex.new_zeros(top.shape).index_add_(0, src, ex)
-        weighted = (ex / den[src]).unsqueeze(-1) * values  # (float32 under autocast, like the logits)
-        return weighted.new_zeros((M,) + weighted.shape[1:]).index_add_(0, src, weighted)
+        return edge_sum(src, M, edge_softmax(src, M, logits), values)
 
     def per_position(self, h: Tensor) -> Tensor:
         """Node states ``[M, d]`` -> ``[B, L, d]`` states of the positions (zeros at padding)."""
         return torch.cat([h.new_zeros((1,) + h.shape[1:]), h])[self.alias + 1]
+
+
+def edge_softmax(src: Tensor, n_nodes: int, logits: Tensor) -> Tensor:
+    """Softmax of edge logits ``[E, *S]`` over the edges leaving each node (``src [E]``): attention weights."""
+    idx = src.view((-1,) + (1,) * (logits.dim() - 1)).expand_as(logits)
+    top = logits.new_full((n_nodes,) + logits.shape[1:], float("-inf"))
+    top = top.scatter_reduce(0, idx, logits.detach(), "amax")  # the softmax is shift-invariant: no gradient
+    ex = (logits - top[src]).exp()
+    den = ex.new_zeros(top.shape).index_add_(0, src, ex)
+    return ex / den[src]
+
+
+def edge_sum(src: Tensor, n_nodes: int, weights: Tensor, values: Tensor) -> Tensor:
+    """``out_i = Σ_(i,j) weights_ij · values_ij``: ``weights [E, *S]``, ``values [E, *S, d]`` -> ``[n_nodes, *S, d]``."""
+    weighted = weights.unsqueeze(-1) * values  # (float32 under autocast, like the logits)
+    return weighted.new_zeros((n_nodes,) + weighted.shape[1:]).index_add_(0, src, weighted)
 
 
 def session_graphs(input_ids: Tensor) -> SessionGraphs:
@@ -175,6 +185,8 @@ class SessionGraphModel(SeqRecModel):
     CE over the prefix instances of the windows (:func:`prefix_instances`).
     """
 
+    item_modality_tables = True  # False: no per-item modality tables (MMSR as released has cluster nodes instead)
+
     def __init__(self, cfg, ctx: ModelContext, key: str):
         super().__init__()
         self.cfg = cfg
@@ -183,7 +195,8 @@ class SessionGraphModel(SeqRecModel):
         nn.init.normal_(self.id_emb.weight, std=0.02)
         with torch.no_grad():
             self.id_emb.weight[0].zero_()
-        self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities})
+        self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities}
+                                    if self.item_modality_tables else {})
         for m, t in self.tables.items():
             if t.weight.shape[1] != cfg.dim:
                 raise ParamError(f"{key}.dim", f"must equal the width of the {m} codes ({t.weight.shape[1]})")
