@@ -102,3 +102,26 @@ def test_kdsr_keeps_e_closer_to_m_and_scores_no_lower_than_sasrec_tuned(syntheti
     assert any(1 - at["tuned"] > 0.05 for _, _, at in checks), "no modality table drifted: nothing was compared"
     assert kdsr["protocol"]["select_on"] == tuned["protocol"]["select_on"] == "valid"
     assert k["ndcg@10"] >= t["ndcg@10"]
+
+
+SEEDS = (2023, 2024, 2025)
+
+
+def test_kdsr_scores_above_sasrec_tuned_over_three_seeds(synthetic):
+    """Issue 18's opt-in check: over three training seeds, KDSR on SASRec's mean test NDCG@10 (epoch selected on
+    validation) is above ``sasrec_tuned``'s. docs/results/kdsr-synthetic.md has the same comparison with its t-test
+    (measured: .2049 vs .1964, +4.3%, p = .03, at its 30-epoch cap; this test, params.yaml's 40: .2035 vs .1964)."""
+    from modalrec.stages import evaluate, train
+
+    params, root, kw = synthetic
+    rep = {"reports_root": root / "reports", **kw}
+    ndcg = {"kdsr_sasrec": [], "sasrec_tuned": []}
+    for seed in SEEDS:
+        for name in ndcg:
+            train.run(params, name, seed=seed, **kw)  # seed 2023's runs may exist already: resumed, not retrained
+            out = json.loads((evaluate.run(params, name, seed=seed, **rep) / "metrics.json").read_text())
+            assert out["protocol"]["select_on"] == "valid"
+            ndcg[name].append(out["test"]["ndcg@10"])
+    print("\ntest NDCG@10 per seed " + ", ".join(f"{n}: " + " ".join(f"{v:.4f}" for v in vs) for n, vs in ndcg.items()))
+    mean = {n: sum(vs) / len(vs) for n, vs in ndcg.items()}
+    assert mean["kdsr_sasrec"] > mean["sasrec_tuned"], mean
