@@ -110,7 +110,8 @@ SEEDS = (2023, 2024, 2025)
 def test_kdsr_scores_above_sasrec_tuned_over_three_seeds(synthetic):
     """Issue 18's opt-in check: over three training seeds, KDSR on SASRec's mean test NDCG@10 (epoch selected on
     validation) is above ``sasrec_tuned``'s. docs/results/kdsr-synthetic.md has the same comparison with its t-test
-    (measured: .2049 vs .1964, +4.3%, p = .03, at its 30-epoch cap; this test, params.yaml's 40: .2035 vs .1964)."""
+    (measured: .2049 vs .1964, +4.3%, p = .03, at its 30-epoch cap; this test, params.yaml's 40: .2035 vs
+    .1964)."""
     from modalrec.stages import evaluate, train
 
     params, root, kw = synthetic
