@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from ._transformer import attention_mask
 from .item_repr import ItemRepr
 
 FUSIONS = ("sum", "gate")
@@ -119,14 +120,6 @@ class DIFLayer(nn.Module):
     def forward(self, x: Tensor, side: list[Tensor], pos: Tensor, mask: Tensor, pad: Tensor) -> Tensor:
         x = self.attn(x, side, pos, mask, pad)
         return self.ln(x + self.ffn(x))
-
-
-def attention_mask(pad: Tensor) -> Tensor:
-    """Boolean ``[B, 1, L, L]``: causal, padding keys hidden, each position sees itself (no empty rows)."""
-    L = pad.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
-    eye = torch.eye(L, dtype=torch.bool, device=pad.device)
-    return ((causal & ~pad[:, None, :]) | eye)[:, None]
 
 
 @register_model("difsr")

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from ._transformer import attention_mask
 from .item_repr import ItemRepr
 
 FUSIONS = ("sum", "gate")
@@ -78,14 +79,6 @@ class NOVALayer(nn.Module):
                                            dropout_p=self.attn_dropout if self.training else 0.0)
         x = self.ln1(x + self.drop(self.dense(y.transpose(1, 2).reshape(B, L, D))))
         return self.ln2(x + self.drop(self.ffn(x)))
-
-
-def attention_mask(pad: Tensor) -> Tensor:
-    """Boolean ``[B, 1, L, L]``: causal, padding keys hidden, each position sees itself (no empty rows)."""
-    L = pad.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
-    eye = torch.eye(L, dtype=torch.bool, device=pad.device)
-    return ((causal & ~pad[:, None, :]) | eye)[:, None]
 
 
 @register_model("nova")

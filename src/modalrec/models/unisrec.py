@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from ._transformer import TransformerLayer, attention_mask
 
 
 class PWLayer(nn.Module):
@@ -72,41 +73,6 @@ class MoEAdaptor(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = torch.stack([e(x) for e in self.experts], -2)  # [..., E, d_out]
         return (self.gates(x).unsqueeze(-1) * out).sum(-2)
-
-
-def attention_mask(pad: Tensor) -> Tensor:
-    """Boolean ``[B, 1, L, L]``: causal, padding keys hidden, each position sees itself (no empty rows)."""
-    L = pad.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
-    eye = torch.eye(L, dtype=torch.bool, device=pad.device)
-    return ((causal & ~pad[:, None, :]) | eye)[:, None]
-
-
-class TransformerLayer(nn.Module):
-    """RecBole's TransformerLayer: multi-head attention and feed-forward, each followed by dropout, residual, LN."""
-
-    def __init__(self, dim: int, heads: int, inner: int, dropout: float, attn_dropout: float):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
-        self.heads, self.attn_dropout = heads, attn_dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.dense = nn.Linear(dim, dim)
-        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-12), nn.LayerNorm(dim, eps=1e-12)
-        self.ffn = nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Linear(inner, dim))
-        self.drop = nn.Dropout(dropout)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):  # RecBole: N(0, 0.02), bias 0
-                nn.init.normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
-        x = self.ln1(x + self.drop(self.dense(y.transpose(1, 2).reshape(B, L, D))))
-        return self.ln2(x + self.drop(self.ffn(x)))
 
 
 @register_model("unisrec")
@@ -163,7 +129,7 @@ class UniSRec(SeqRecModel):
         nn.init.normal_(self.pos.weight, std=0.02)
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(TransformerLayer(d, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(d, cfg.heads, cfg.inner, cfg.dropout, cfg.attn_dropout).apply(recbole_init)
                                     for _ in range(cfg.layers))
 
     def table(self) -> Tensor:
