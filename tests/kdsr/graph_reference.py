@@ -12,33 +12,49 @@ import math
 import torch
 import torch.nn.functional as F
 
-from modalrec.models._session_graph import session_graph
+from modalrec.models._dropout import dropped_positions
+from modalrec.models._session_graph import session_graph, session_graphs
 
 
+def padded_dropout(x, p, training, real, lead):
+    """Inverted dropout of the padded ``x`` with the masks the flat layout draws: the first ``lead`` dims of ``x``
+    flattened are its entries, ``real`` the flat indices of the real ones (nodes: ``SessionGraphs.slot``, edges:
+    ``SessionGraphs.edge``) in the flat layout's order; one mask over the real entries' values, row-major, as
+    ``SessionGraphs.node_dropout`` / ``edge_dropout`` draw it; padding entries get 0."""
+    if not training or p == 0:
+        return x
+    rows = x.reshape(math.prod(x.shape[:lead]), -1)
+    n = len(real) * rows.shape[1]
+    keep = torch.ones(n, dtype=x.dtype, device=x.device)
+    keep[dropped_positions(n, p, x.device)] = 0.0
+    mask = torch.zeros_like(rows)
+    mask[real] = keep.view(len(real), -1) * (1.0 / (1.0 - p))
+    return (rows * mask).view_as(x)
 
-def rgat_reference(layer, x, rel):
+
+def rgat_reference(layer, x, rel, edge):
     h = layer.W(x)  # [B, U, d]
     per_rel = torch.stack([(h * layer.a[k]) @ h.transpose(1, 2) for k in range(layer.a.shape[0])], 1)
     r = (rel - 1).clamp(min=0)
     logits = per_rel.gather(1, r[:, None]).squeeze(1)
     logits = F.leaky_relu(logits, 0.1) * layer.amp[r]
-    logits = F.dropout(logits, layer.dropout, layer.training)
+    logits = padded_dropout(logits, layer.dropout, layer.training, edge, 3)
     logits = logits.masked_fill(rel == 0, -1e9)
     return torch.softmax(logits, -1) @ h
 
 
-def hete_reference(layer, x):
+def hete_reference(layer, x, slot):
     att = layer.q(x) @ layer.k(x).transpose(-1, -2) / math.sqrt(x.shape[-1]) + layer.bias
-    att = F.dropout(torch.softmax(att, -1), layer.dropout, layer.training)
+    att = padded_dropout(torch.softmax(att, -1), layer.dropout, layer.training, slot, 2)
     return att @ layer.v(x)
 
 
-def mmsr_layer_reference(layer, x, rel):
+def mmsr_layer_reference(layer, x, rel, g):
     def homo(y):
-        return torch.stack([rgat_reference(layer.homo, y[:, :, t], rel) for t in range(y.shape[2])], 2)
+        return torch.stack([rgat_reference(layer.homo, y[:, :, t], rel, g.edge) for t in range(y.shape[2])], 2)
 
-    a = homo(hete_reference(layer.hete, x))
-    b = hete_reference(layer.hete, homo(x))
+    a = homo(hete_reference(layer.hete, x, g.slot))
+    b = hete_reference(layer.hete, homo(x), g.slot)
     w = torch.softmax(layer.gate(torch.cat([a, b], -1)), -1)
     return w[..., :1] * a + w[..., 1:] * b
 
@@ -47,6 +63,7 @@ def mmsr_reference(model, input_ids):
     input_ids = input_ids[:, -model.max_len:]
     B, L = input_ids.shape
     nodes, alias, rel = session_graph(input_ids)
+    g = session_graphs(input_ids)
     U = nodes.shape[1]
     valid_pos = input_ids > 0
     dist = (L - 1 - torch.arange(L, device=input_ids.device)).to(model.pos_emb.weight.dtype).expand(B, L) * valid_pos
@@ -59,7 +76,7 @@ def mmsr_reference(model, input_ids):
     h = model.w_pos_type(torch.cat([x, types, pos[:, :, None].expand(-1, -1, T, -1)], -1))
     node_ok = (nodes > 0)[:, :, None, None]
     for layer in model.layers:
-        h = model.drop(mmsr_layer_reference(layer, h, rel)) * node_ok
+        h = padded_dropout(mmsr_layer_reference(layer, h, rel, g), model.drop.p, model.training, g.slot, 2) * node_ok
     items = h[:, :, 0]
     seq_h = items.gather(1, alias.unsqueeze(-1).expand(-1, -1, items.shape[-1]))
     m = valid_pos.unsqueeze(-1).to(seq_h.dtype)
@@ -74,11 +91,12 @@ def mmsr_reference(model, input_ids):
 def kdsr_graph_reference(model, input_ids):
     input_ids = input_ids[:, -model.max_len:]
     nodes, alias, rel = session_graph(input_ids)
+    g = session_graphs(input_ids)
     e_id = model.id_emb(nodes)
-    sources = [e_id, rgat_reference(model.rgat, e_id, rel)] + [model.tables[m](nodes) for m in model.cfg.modalities]
+    sources = [e_id, rgat_reference(model.rgat, e_id, rel, g.edge)] + [model.tables[m](nodes) for m in model.cfg.modalities]
     x = torch.stack(sources, 2)
     w = torch.softmax(model.gate(x), 2)
-    h = model.drop((w * x).sum(2)) * (nodes > 0).unsqueeze(-1)
+    h = padded_dropout((w * x).sum(2), model.drop.p, model.training, g.slot, 2) * (nodes > 0).unsqueeze(-1)
     seq_h = h.gather(1, alias.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
     length = (input_ids > 0).sum(1)
     L = input_ids.shape[1]

@@ -16,7 +16,7 @@ from modalrec.losses.cdl import (CDL, CDLConfig, code_head_nll, code_head_nll_re
                                  sigmoid_match_pairs, unique_items)
 from modalrec.models import ModelContext, build_model
 from modalrec.params import load_params
-from modalrec.runs import resolve_run
+from modalrec.runs import model_config, resolve_run
 from modalrec.teacher.teacher import TeacherConfig, center_codes, fit_teacher
 
 from .helpers import random_teacher
@@ -229,19 +229,27 @@ def test_frozen_m_baseline_reads_exactly_m_tilde():
         assert torch.equal(tuned.items.tables[m].weight.detach(), comp[m])
 
 
-def test_patience_shorter_than_the_warm_up_is_an_error():
-    from modalrec.errors import ParamError
+def test_early_stopping_waits_for_the_warm_up():
+    """A KDSR run with a linear warm-up never stops before async_epochs + patience; without a warm-up, and for
+    baselines, min_epochs stays as the train section sets it."""
     from modalrec.train.kdsr_hooks import training_hooks
 
     params = load_params(ROOT / "params.yaml")
     params["kdsr"]["forgetting"]["enabled"] = False
     spec = resolve_run(params, "kdsr_sasrec")
-    assert spec.train.patience >= 10
+    warm = model_config(spec).async_epochs
     training_hooks(spec, params)
-    params["kdsr"]["train"]["patience"] = 5
-    with pytest.raises(ParamError, match="patience"):
-        training_hooks(resolve_run(params, "kdsr_sasrec"), params)
-    training_hooks(resolve_run(params, "kdsr_no_at"), params)  # no warm-up: any patience
+    assert spec.train.min_epochs == warm + spec.train.patience
+    params["kdsr"]["train"]["patience"] = 3
+    spec = resolve_run(params, "kdsr_sasrec")
+    training_hooks(spec, params)
+    assert spec.train.min_epochs == warm + 3
+    spec = resolve_run(params, "kdsr_no_at")  # no warm-up
+    training_hooks(spec, params)
+    assert spec.train.min_epochs == 0
+    spec = resolve_run(params, "sasrec_tuned")
+    training_hooks(spec, params)
+    assert spec.train.min_epochs == 0
 
 
 def test_the_family_callback_logs_the_term_sizes_per_epoch(tmp_path):

@@ -84,6 +84,19 @@ def test_early_stopping(data, tmp_path):
     assert res.epochs_run - res.best_epoch == 1
 
 
+def test_min_epochs_holds_off_early_stopping(data, tmp_path):
+    """The same run with min_epochs runs at least that long, and selects the same best epoch among the epochs
+    both ran."""
+    short = make(data, tmp_path / "a", epochs=30, patience=1, lr=0.3).fit()
+    assert short.epochs_run < 12
+    held = make(data, tmp_path / "b", epochs=30, patience=1, lr=0.3, min_epochs=12).fit()
+    assert held.epochs_run >= 12
+    first = [h["valid/ndcg@10"] for h in held.history[:short.epochs_run]]
+    assert first == [h["valid/ndcg@10"] for h in short.history]
+    with pytest.raises(ParamError, match="train.min_epochs"):
+        TrainConfig(min_epochs=-1)
+
+
 def test_lr_schedule_and_hooks(data, tmp_path):
     seen = []
     tr = make(data, tmp_path, epochs=3)

@@ -11,10 +11,13 @@ relations, U = the most unique items of a graph in the batch) and computed on :c
 nodes only, as one flat list, and the edges as one list. The prefixes of a window differ a lot in size (a batch of
 64 windows has ~400 prefixes of 1 to 50 items), so the padded layout is mostly padding (4.1x more node rows on the
 synthetic default) and ``[B, U, U]`` mostly non-edges (32x more entries than edges). The layout changes nothing
-else: a padding node has no edges, so it never reached a real node (its attention weight was exactly 0), and every
-dropout mask is still drawn for the padded layout, in the same order, and read at the real entries
-(:meth:`SessionGraphs.node_dropout`, :meth:`SessionGraphs.edge_dropout`), so a seed gives the same masks. Only the
-order of some float sums differs (``tests/kdsr/test_graph_speed_equivalence.py`` trains both layouts side by side).
+else: a padding node has no edges, so it never reached a real node (its attention weight was exactly 0). Dropout
+masks are drawn for the real nodes and edges only (:meth:`SessionGraphs.node_dropout`,
+:meth:`SessionGraphs.edge_dropout`, with :func:`~modalrec.models._dropout.dropout`, which draws only the dropped
+positions): drawing them for the padded layout, as ``nn.Dropout`` on it would, was 27% of an MMSR step on the
+synthetic default, for values that were thrown away. The padded reference draws the same masks and scatters them
+into its layout, so only the order of some float sums differs (``tests/kdsr/test_graph_speed_equivalence.py``
+trains both layouts side by side).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from ..losses.cdl import unique_items
+from ._dropout import _Dropout, dropout, dropped_positions
 from .base import Batch, ModelContext, SeqRecModel
 
 SELF, OUT, IN, BOTH = 1, 2, 3, 4  # relation labels of the released code (0 = no edge)
@@ -82,21 +86,20 @@ class SessionGraphs:
     shape: tuple[int, int]  # (B, U) of the padded layout
 
     def node_dropout(self, x: Tensor, p: float, training: bool) -> Tensor:
-        """``F.dropout`` of node values ``[M, ...]`` with the mask it draws for the padded ``[B, U, ...]`` layout."""
-        if not training or p == 0:
-            return x
-        B, U = self.shape
-        return x * F.dropout(x.new_ones((B, U) + x.shape[1:]), p, True).flatten(0, 1)[self.slot]
+        """Inverted dropout of node values ``[M, ...]`` (:func:`~modalrec.models._dropout.dropout`: one mask over
+        the real nodes' values, row-major)."""
+        return dropout(x, p, training)
 
     def edge_dropout(self, x: Tensor, p: float, training: bool) -> Tensor:
-        """``F.dropout`` of edge values ``[E, *S]`` with the masks it draws for the padded ``[B, U, U]`` layout, one
-        after the other for each index of S in row-major order (as separate calls on those slices would)."""
+        """Inverted dropout of edge values ``[E, *S]``: one mask over the E edges for each index of S, drawn one
+        after the other in row-major order of S (as separate calls on those slices would)."""
         if not training or p == 0:
             return x
-        B, U = self.shape
-        rest = x.shape[1:]
-        masks = [F.dropout(x.new_ones((B, U, U)), p, True).flatten()[self.edge] for _ in range(rest.numel())]
-        return x * torch.stack(masks, 1).view(x.shape)
+        if x.dim() == 1 or x.device.type != "cpu":
+            return dropout(x, p, True)
+        E, S = x.shape[0], x[0].numel()
+        pos = torch.cat([dropped_positions(E, p, x.device) * S + s for s in range(S)])
+        return _Dropout.apply(x, pos, 1.0 / (1.0 - p))
 
     def attend(self, logits: Tensor, values: Tensor) -> Tensor:
         """``out_i = Σ_j softmax_j(logits_ij) · values_ij`` over the edges (i, j) of each node i: ``logits [E, *S]``,

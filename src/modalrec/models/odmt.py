@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from ..errors import ParamError
 from ..losses.inbatch import build_candidates, inbatch_ce, inbatch_logits, log_popularity
 from ..losses.online_distill import KD_FORMS, online_distillation, rampup_weight
+from ._dropout import _ReluDropout, dropout, dropped_positions
 from .base import Batch, ModelContext, SeqRecModel, register_model
 from .gru4rec import shift_index
 from .nextitnet import NextItNetEncoder
@@ -104,68 +105,6 @@ def check_config(cfg: "ODMT.Config", key: str) -> None:
 def block(d: int, heads: int, dropout: float) -> Block:
     """A post-LN, ReLU, 4d-wide Transformer block (run by :func:`run_block`)."""
     return Block(d, heads, dropout, ffn_mult=4, act="relu", norm_first=False)
-
-
-def dropped_positions(n: int, p: float, device: torch.device) -> Tensor:
-    """Sorted flat indices of the dropped elements of an ``n``-element tensor, each element independently with
-    probability ``p`` (as ``nn.Dropout`` drops them), sampled as the gaps between dropped elements: geometric,
-    ``1 + floor(log(1 - u) / log(1 - p))`` for uniform ``u`` (float64; twice as fast as ``geometric_``)."""
-    mean = n * p
-    k = int(mean + 6.0 * math.sqrt(mean) + 16)  # enough gaps to pass n almost always; more are drawn when not
-    pos = None
-    while pos is None or int(pos[-1]) < n:
-        u = torch.rand(k, dtype=torch.float64, device=device)
-        more = u.neg_().log1p_().div_(math.log1p(-p)).floor_().add_(1).long().cumsum_(0)
-        pos = more.sub_(1) if pos is None else torch.cat([pos, more.add_(pos[-1])])
-    return pos[: int(torch.searchsorted(pos, n))]
-
-
-class _Dropout(torch.autograd.Function):
-    """``x · scale`` with the elements at ``pos`` (flat indices) zeroed, in the output and in its gradient."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, pos: Tensor, scale: float) -> Tensor:
-        y = x.contiguous() * scale
-        y.view(-1).index_fill_(0, pos, 0.0)
-        ctx.save_for_backward(pos)
-        ctx.scale = scale
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (pos,) = ctx.saved_tensors
-        g = grad.contiguous() * ctx.scale
-        g.view(-1).index_fill_(0, pos, 0.0)
-        return g, None, None
-
-
-class _ReluDropout(torch.autograd.Function):
-    """``relu(x)`` in place with the elements at ``pos`` zeroed and *not* rescaled (the caller folds ``1/(1-p)`` into
-    the next Linear's weight): one pass forward, one backward (``relu'`` and the mask are both "output > 0"). ``x``
-    must be a Linear's output, which nothing else reads."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, pos: Tensor) -> Tensor:
-        y = x.relu_()
-        y.view(-1).index_fill_(0, pos, 0.0)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.threshold_backward(grad, y, 0.0), None
-
-
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout, distributed as ``F.dropout`` (on CPU the mask from :func:`dropped_positions`; elsewhere
-    ``F.dropout`` itself, a fused kernel there)."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return _Dropout.apply(x, dropped_positions(x.numel(), p, x.device), 1.0 / (1.0 - p))
 
 
 def attention_bias(keep: Tensor) -> Tensor:

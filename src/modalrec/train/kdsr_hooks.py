@@ -19,7 +19,7 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
     cfg = model_config(spec)
     schedule = None
     if spec.arch == "kdsr":
-        check_patience(spec, cfg)
+        wait_for_warm_up(spec, cfg)
         from .async_lr import async_schedule
 
         schedule = async_schedule(cfg.async_lr, cfg.async_start, cfg.async_epochs, cfg.async_factor,
@@ -44,15 +44,17 @@ def training_hooks(spec: RunSpec, params: dict[str, Any], data_root: str | Path 
     return schedule, TermSizes(probe)
 
 
-def check_patience(spec: RunSpec, cfg: Any) -> None:
-    """KDSR's modality tables warm up (``async_lr: linear``) over ``async_epochs``: early stopping with a shorter
-    patience can select an epoch before the warm-up ends (issue 18: ``kdsr_sasrec`` was selected at epoch 7 of a
-    10-epoch warm-up with patience 5). A ParamError naming the trainer key."""
+def wait_for_warm_up(spec: RunSpec, cfg: Any) -> None:
+    """KDSR's modality tables warm up (``async_lr: linear``) over ``async_epochs``; early stopping must not end a run
+    before the warmed-up tables had the same patience as any other model (issue 18: ``kdsr_sasrec`` was selected at
+    epoch 7 of a 10-epoch warm-up with patience 5). So the run's ``min_epochs`` becomes at least
+    ``async_epochs + patience``: patience counts from the end of the warm-up, and every model of a comparison keeps
+    one ``patience`` (the rule before was ``patience >= async_epochs`` for every model, which cost the baselines and
+    the KDSR runs alike 5 epochs of waiting)."""
     warm = int(cfg.async_epochs) if cfg.async_lr == "linear" else 0
     t = spec.train
-    if t.monitor is not None and 0 < t.patience < warm:
-        raise ParamError(f"models.{spec.name}.train.patience", f"{t.patience} is shorter than the {warm}-epoch "
-                         "warm-up of the modality tables (async_epochs); set kdsr.train.patience >= async_epochs")
+    if warm and t.monitor is not None and t.patience > 0:
+        t.min_epochs = max(int(t.min_epochs), warm + int(t.patience))
 
 
 class TermSizes:

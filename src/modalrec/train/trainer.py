@@ -51,6 +51,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     clip_grad: float | None = 5.0  # max gradient norm; None = off
     patience: int = 5  # epochs without improvement of `monitor` before stopping; 0 = never stop early
+    min_epochs: int = 0  # early stopping never ends a run before this epoch (KDSR: warm-up + patience)
     monitor: str | None = "valid/ndcg@10"  # "<valid|test>/<metric>"; None = keep the last epoch
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler); ignored on CPU
     track_test: bool = False  # also evaluate test every epoch (needed by evaluate.select_on: test_max)
@@ -66,6 +67,8 @@ class TrainConfig:
         for k in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, k)) < 1:
                 raise ParamError(f"train.{k}", "must be >= 1")
+        if int(self.min_epochs) < 0:
+            raise ParamError("train.min_epochs", "must be >= 0")
         if self.loss not in LOSSES:
             raise ParamError("train.loss", f"must be one of {LOSSES}, got {self.loss!r}")
         if self.sampling not in SAMPLING:
@@ -220,7 +223,8 @@ class Trainer:
                     for k, v in logs.items():
                         live.log_metric(k, float(v))
                     live.next_step()
-                stopped = cfg.monitor is not None and cfg.patience > 0 and state["bad"] >= cfg.patience
+                stopped = (cfg.monitor is not None and cfg.patience > 0 and state["bad"] >= cfg.patience
+                           and epoch >= cfg.min_epochs)
                 self._save_last(opt, scaler, state, finished=stopped or epoch == cfg.epochs)
                 mon = f" {cfg.monitor}={logs[cfg.monitor]:.4f}" if cfg.monitor in logs else ""
                 if main:
