@@ -31,8 +31,9 @@ def time_revision(rev: str, keep: Path | None) -> tuple[int, list[tuple[str, flo
     work = Path(tempfile.mkdtemp(prefix="modalrec-bench-", dir=keep))
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
     subprocess.run(["git", "-C", str(work), "checkout", "-q", rev], check=True)
+    # OpenMP waiting: as each stage chooses it (modalrec.wait_policy), unless this environment sets it
     env = {**os.environ, "PYTHONPATH": str(work / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "DVC_NO_ANALYTICS": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+           "DVC_NO_ANALYTICS": "1"}
     return run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=str(work), env=env)
 
 
