@@ -83,7 +83,6 @@ class SessionGraphs:
     dst: Tensor  # [E] the node it attends to (column j)
     rel: Tensor  # [E] the relation of (i, j), 1-4
     edge: Tensor  # [E] the entry of (i, j) in the padded [B * U * U] relation layout
-    shape: tuple[int, int]  # (B, U) of the padded layout
 
     def node_dropout(self, x: Tensor, p: float, training: bool) -> Tensor:
         """Inverted dropout of node values ``[M, ...]`` (:func:`~modalrec.models._dropout.dropout`: one mask over
@@ -139,7 +138,7 @@ def session_graphs(input_ids: Tensor) -> SessionGraphs:
     src = node_of[e // U]
     dst = node_of[(e // (U * U)) * U + e % U]
     pos_alias = torch.where(input_ids > 0, node_of[torch.arange(B, device=e.device)[:, None] * U + alias], -1)
-    return SessionGraphs(nodes.flatten()[slot], slot, pos_alias, src, dst, rel.flatten()[e], e, (B, U))
+    return SessionGraphs(nodes.flatten()[slot], slot, pos_alias, src, dst, rel.flatten()[e], e)
 
 
 class RGATLayer(nn.Module):
