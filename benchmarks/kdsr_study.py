@@ -15,6 +15,10 @@ the term sizes, the forgetting curves of Figure 1: KDSR next to the same backbon
 No hyper-parameter is chosen here: every model runs with its params.yaml entry (λ_C was chosen on ML-100K
 validation, docs/kdsr.md).
 
+Datasets: a key of params.yaml's ``datasets`` (``ml100k``, ``synthetic``) or of :data:`DATASETS`: ``office_kdsr``
+(Amazon 2014 Office under KDSR's rule, 5-core and ratio split; text only, so every compared model and CDL run on
+the text modality alone).
+
 Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
 """
 
@@ -46,11 +50,28 @@ COMPARE = [("kdsr_sasrec", "sasrec_tuned"), ("kdsr_sasrec", "sasrec_frozen"), ("
            ("kdsr_no_tau", "sasrec_tuned"), ("kdsr_mmsr", "mmsr"), ("kdsr_mmsr", "mmsr_released"),
            ("mmsr", "mmsr_released")]
 MONITOR = "valid/ndcg@10"
+# datasets the study adds to its params copy: name -> (datasets entry, modalities). Amazon 2014 Office (the ReChorus
+# release) under KDSR's own rule (5-core, ratio split), text only: the shared copy has no images
+DATASETS = {
+    "office_kdsr": ({"format": "rechorus", "path": str(ROOT.parent / "shared/datasets/amazon2014-office"),
+                     "filter": {"user_core": 5, "item_core": 5}, "split": {"name": "ratio", "test_ratio": 0.2,
+                                                                            "valid": 1}}, ["text"]),
+}
 
 
 def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], models: list[tuple]) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["base"]["dataset"], p["base"]["seeds"] = dataset, seeds
+    if dataset in DATASETS:  # its entry, and every compared model on its modalities only
+        p["datasets"][dataset], mods = DATASETS[dataset]
+        p["compress"]["modalities"] = mods
+        for m, *_ in models:
+            entry = p["models"][m]
+            if "modalities" in entry or entry.get("arch") == "kdsr":
+                entry["modalities"] = list(mods)
+            if entry.get("arch") == "kdsr":  # CDL's weights (the entry's own or its preset's) for those modalities
+                w = entry.get("weights") or p["kdsr"]["presets"][entry.get("preset") or p["kdsr"]["preset"]]["weights"]
+                entry["weights"] = {k: w[k] for k in mods}
     p["train"]["device"], p["train"]["epochs"] = "cpu", epochs
     p["kdsr"].setdefault("train", {})["epochs"] = epochs
     p["runs"]["baselines"] = [{"model": m, "code": c, "data": d} for m, r, c, d in models if r == "baselines"]
@@ -63,10 +84,10 @@ def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], mod
 
 
 def ensure_data(workdir: Path, dataset: str) -> None:
-    """prepare, encode and compress both modalities, distill: each skipped when its output exists."""
+    """prepare, encode and compress the modalities (``compress.modalities``), distill: each skipped when done."""
     if not (workdir / "data" / "prepared" / dataset / "split.parquet").exists():
         cli(workdir, "prepare")
-    for m in ("image", "text"):
+    for m in yaml.safe_load((workdir / "params.yaml").read_text())["compress"]["modalities"]:
         if not (workdir / "data" / "features" / dataset / f"{m}.parquet").exists():
             cli(workdir, "encode", "--modality", m)
         if not (workdir / "data" / "compressed" / dataset / f"{m}.parquet").exists():
