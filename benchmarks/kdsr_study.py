@@ -67,7 +67,7 @@ def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], mod
         p["compress"]["modalities"] = mods
         for m, *_ in models:
             entry = p["models"][m]
-            if "modalities" in entry or entry.get("arch") == "kdsr":
+            if "modalities" in entry or entry.get("arch") in ("kdsr", "mmsr", "mmsr_released", "kdsr_graph"):
                 entry["modalities"] = list(mods)
             if entry.get("arch") == "kdsr":  # CDL's weights (the entry's own or its preset's) for those modalities
                 w = entry.get("weights") or p["kdsr"]["presets"][entry.get("preset") or p["kdsr"]["preset"]]["weights"]

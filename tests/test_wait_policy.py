@@ -1,4 +1,5 @@
-"""How torch's OpenMP threads wait (modalrec/__init__.py): spin briefly on an idle machine, sleep otherwise."""
+"""Process-level settings of modalrec/__init__.py: how torch's OpenMP threads wait (spin briefly on an idle machine,
+sleep otherwise) and malloc keeping freed blocks for reuse."""
 
 import os
 
@@ -24,3 +25,22 @@ def test_a_users_setting_wins():
     assert "OMP_WAIT_POLICY" in os.environ
     assert modalrec.WAIT_POLICY == {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
                                     if k in os.environ}
+
+
+def test_keep_freed_memory_applies_once_and_respects_a_users_tunables(monkeypatch):
+    import sys
+
+    applied = modalrec.keep_freed_memory()
+    assert modalrec.keep_freed_memory() is applied  # idempotent
+    if sys.platform.startswith("linux") and not any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"
+                                                     for k in os.environ):
+        try:
+            import ctypes
+
+            glibc = hasattr(ctypes.CDLL("libc.so.6"), "mallopt")
+        except OSError:
+            glibc = False
+        assert applied is glibc
+    monkeypatch.setattr(modalrec, "_MALLOC_KEPT", None)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the user tunes malloc: modalrec leaves it alone
+    assert modalrec.keep_freed_memory() is False

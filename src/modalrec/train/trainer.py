@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import keep_freed_memory
 from ..data.batching import EvalInstances, TrainWindows, sharded_train_batches, train_batches
 from ..errors import ParamError
 from ..evaluate.protocol import EvalConfig, evaluate
@@ -161,6 +162,8 @@ class Trainer:
         """Train until ``cfg.epochs`` or early stopping. ``stop_after`` ends this call after that many epochs
         (a clean interruption, used to test resume). Bit-for-bit repeatable on CPU given the seed
         (:func:`deterministic_on_cpu`)."""
+        if torch.device(self.device).type == "cpu":
+            keep_freed_memory()  # no page faults for every step's activations (modalrec.keep_freed_memory)
         with deterministic_on_cpu(self.device):
             return self._fit(stop_after)
 
