@@ -19,7 +19,9 @@ Phase ``fixes``: the released ODMT, then the fixes one on top of the other (:dat
 prints each run's best validation Recall@10 (= hr@10, the monitor) and its epoch, from the runs' own
 ``history.json``, and the variant with the best mean validation value over the seeds; never test.
 Phase ``transfer``: that variant's options on GRU4Rec and NextItNet user encoders, each against its own late fusion
-(paper Fig. 5). Phase ``diagnostics``: :data:`DIAGNOSTICS` (never candidates). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
+(paper Fig. 5). Phase ``ablations``: the chosen variant and Table 3's ablations of it (:data:`ABLATIONS`: without the ID
+initialisation, the ID mask, the IMT tower, online distillation, the ID); its seed table compares the chosen variant
+(first column) with each ablation. Phase ``diagnostics``: :data:`DIAGNOSTICS` (never candidates). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
 test at the validation-selected epoch, branch curves, significance). Each step skips runs already trained.
 
 Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
@@ -118,6 +120,10 @@ def print_valid(workdir: Path, dataset: str, names: list[str], seeds: list[int],
 
 
 TRANSFER_OPTS: dict[str, dict] = {}
+# ODMT's Table 3: the chosen variant without one part each (names as params.yaml's ablation entries)
+ABLATIONS = {"odmt_no_init": {"id_init": "random"}, "odmt_no_id_mask": {"id_mask": False},
+             "odmt_no_imt": {"tower": "separate", "tower_layers": 2}, "odmt_no_od": {"objective": "late_fusion"},
+             "odmt_no_id": {"use_id": False, "id_init": "random"}}
 
 
 def transfer_runs(options: dict) -> dict:
@@ -127,6 +133,16 @@ def transfer_runs(options: dict) -> dict:
         out[f"{enc}_lf"] = {**LF, "user_encoder": enc}
     TRANSFER_OPTS.update(out)
     return out
+
+
+def ablation_runs(options: dict) -> dict:
+    out = {n: {**options, **change} for n, change in ABLATIONS.items()}
+    TRANSFER_OPTS.update(out)
+    return out
+
+
+def complete(workdir: Path, dataset: str, names, seeds) -> bool:
+    return all((workdir / "models" / dataset / n / f"s{s}" / "history.json").exists() for n in names for s in seeds)
 
 
 def main() -> None:
@@ -143,7 +159,7 @@ def main() -> None:
                     help="skip the fixes phase and use this variant, chosen on another dataset's validation "
                          "(e.g. odmt_ramp_kl_init, the params.yaml defaults chosen on ml100k_odmt)")
     ap.add_argument("--phase", default="all",
-                    choices=["fixes", "headline", "transfer", "diagnostics", "report", "all"])
+                    choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"])
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "odmt.md",
                     help="the results document the report phase writes (docs/results/odmt.md)")
     a = ap.parse_args()
@@ -178,8 +194,8 @@ def main() -> None:
     if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in headline for s in a.seeds):
         md += [f"Headline runs over seeds {a.seeds}:", ""]
         print_valid(a.workdir, a.dataset, headline, a.seeds, md)
-    transfer = transfer_runs(VARIANTS[chosen])
-    study_params(a.workdir, a.dataset, a.epochs, transfer)
+    transfer, ablations = transfer_runs(VARIANTS[chosen]), ablation_runs(VARIANTS[chosen])
+    study_params(a.workdir, a.dataset, a.epochs, {**transfer, **ablations})
     if a.phase in ("transfer", "all"):
         for s in a.seeds:
             for n in transfer:
@@ -187,6 +203,13 @@ def main() -> None:
     if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in transfer for s in a.seeds):
         md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
         print_valid(a.workdir, a.dataset, list(transfer), a.seeds, md)
+    if a.phase in ("ablations", "all"):
+        for s in a.seeds:
+            for n in [chosen, *ablations]:
+                train_eval(a.workdir, a.dataset, n, s)
+    if complete(a.workdir, a.dataset, [chosen, *ablations], a.seeds):
+        md += ["Table 3 ablations (the chosen variant without one part each):", ""]
+        print_valid(a.workdir, a.dataset, [chosen, *ablations], a.seeds, md)
     if a.phase == "diagnostics":
         for s in a.seeds:
             for n in DIAGNOSTICS:
@@ -198,7 +221,7 @@ def main() -> None:
         print_valid(a.workdir, a.dataset, diag, a.seeds, md)
     (a.workdir / "validation.md").write_text("\n".join(md))
     if a.phase in ("report", "all"):
-        done = [n for n in headline + list(transfer) + list(DIAGNOSTICS)
+        done = [n for n in headline + list(transfer) + list(ablations) + list(DIAGNOSTICS)
                 if all((a.workdir / "reports" / a.dataset / n / f"s{s}" / "metrics.json").exists() for s in a.seeds)]
         p = yaml.safe_load((a.workdir / "params.yaml").read_text())
         p["runs"]["odmt"] = done
@@ -207,7 +230,8 @@ def main() -> None:
         cli(a.workdir, "report")
         from modalrec.report.publish import publish, seed_table
 
-        pairs = [(n, b) for n in headline[:2] for b in BASELINES] + [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")]
+        pairs = [(n, b) for n in headline[:2] for b in BASELINES] + [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")] + \
+            [(chosen, n) for n in ablations]
         pairs = [(x, y) for x, y in pairs if x in done and y in done]
         cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
             " ".join(map(str, a.seeds)) + (f" --chosen {a.chosen}" if a.chosen else " --select-seeds " + " ".join(map(str, sel))) + \

@@ -270,3 +270,38 @@ def test_a_fixed_alpha_next_to_a_ramp_fraction_is_refused():
         resolve_run(p, "odmt")
     p["odmt"]["ramp_fraction"] = None
     assert resolve_run(p, "odmt").cfg["alpha"] == 5
+
+
+# ------------------------------------------------------------------------------------------------------ ID only
+def test_id_only_sasrec_on_the_odmt_trainer():
+    """``modalities: []`` is the ID-only SASRec with ODMT's data, trainer and in-batch loss (the studies' baseline):
+    one ``id`` branch that reads no token cache; without a random ID table it is refused by name."""
+    from modalrec.models.odmt import ODMT
+
+    cfg = {"modalities": [], "tower": "separate", "id_init": "random", "objective": "independent"}
+    assert ODMT.required_inputs(ODMT.Config(**cfg)) == []
+    ctx = context(N, MAX_LEN)
+    ctx.tokens = None  # no token cache at all
+    torch.manual_seed(0)
+    m = build_model("odmt", cfg, ctx)
+    assert m.branches == ["id"] and not any(k.startswith("tower.proj") for k in m.state_dict())
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    m.train()
+    batch = batch_from_windows(random_windows(16, N, 0), MAX_LEN)
+    losses = []
+    for _ in range(8):
+        out = m.loss(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < losses[0]
+    m.eval()
+    padded = torch.tensor([[0, 0, 0, 3, 7, 9]])
+    s = m.score_all(padded)
+    assert s.shape == (1, N + 1) and torch.isinf(s[:, 0]).all() and torch.isfinite(s[:, 1:]).all()
+    torch.testing.assert_close(s, m.score_all(torch.tensor([[3, 7, 9]])), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ParamError, match="models.odmt.modalities"):
+        build_model("odmt", {**cfg, "id_init": "text"}, context(N, MAX_LEN))
+    with pytest.raises(ParamError, match="models.odmt.modalities"):
+        build_model("odmt", {**cfg, "modalities": ["text", "text"]}, context(N, MAX_LEN))

@@ -66,8 +66,10 @@ def check_config(cfg: "ODMT.Config", key: str) -> None:
         if getattr(cfg, name) not in allowed:
             raise ParamError(f"{key}.{name}", f"{getattr(cfg, name)!r} is not one of {list(allowed)}")
     bad = [m for m in cfg.modalities if m not in ("text", "image")]
-    if bad or not cfg.modalities:
-        raise ParamError(f"{key}.modalities", f"must be a non-empty subset of ['text', 'image'], got {cfg.modalities}")
+    if bad or len(set(cfg.modalities)) < len(cfg.modalities):
+        raise ParamError(f"{key}.modalities", f"must be a subset of ['text', 'image'], got {cfg.modalities}")
+    if not cfg.modalities and not (cfg.use_id and cfg.id_init == "random"):  # [] = the ID-only SASRec
+        raise ParamError(f"{key}.modalities", "[] (ID only) needs use_id: true and id_init: random")
     if cfg.d % cfg.tower_heads or cfg.d % cfg.user_heads:
         raise ParamError(f"{key}.d", f"{cfg.d} must be divisible by tower_heads and user_heads")
     if cfg.T <= 0:
