@@ -121,18 +121,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--groups", nargs="+", default=["headline", "ablations", "graph"], choices=list(GROUPS),
                     help="`baselines`: the papers' other modality baselines (docs/results/baselines-ml100k.md)")
+    ap.add_argument("--models", nargs="+", default=None, help="only these models of the groups")
     ap.add_argument("--phase", default="all", choices=["train", "report", "all"])
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "kdsr.md")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
-    models = [m for g in a.groups for m in GROUPS[g]]
+    models = [m for g in a.groups for m in GROUPS[g] if not a.models or m[0] in a.models]
     study_params(a.workdir, a.dataset, a.epochs, a.seeds, models)
     ensure_data(a.workdir, a.dataset)
     if a.phase in ("train", "all"):
         for g in a.groups:  # a group's models over all seeds before the next group
             for s in a.seeds:
                 for m, *_ in GROUPS[g]:
-                    train_eval(a.workdir, a.dataset, m, s)
+                    if not a.models or m in a.models:
+                        train_eval(a.workdir, a.dataset, m, s)
     if a.phase not in ("report", "all"):
         return
     done = [m for m in models if all(evaluated(a.workdir, a.dataset, m[0], s) for s in a.seeds)]
@@ -143,7 +145,8 @@ def main() -> None:
     names = [m for m, *_ in done]
     pairs = [(x, y) for x, y in COMPARE if x in names and y in names]
     cmd = (f"python benchmarks/kdsr_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds "
-           f"{' '.join(map(str, a.seeds))} --epochs {a.epochs} --groups {' '.join(a.groups)}")
+           f"{' '.join(map(str, a.seeds))} --epochs {a.epochs} --groups {' '.join(a.groups)}"
+           + (f" --models {' '.join(a.models)}" if a.models else ""))
     pre = ["## Over seeds (test at the validation-selected epoch)", "",
            *seed_table(a.workdir / "reports", a.dataset, pairs, a.seeds, ("ndcg@10", "hr@10", "ndcg@20")),
            "## Validation", "", *valid_lines(a.workdir, a.dataset, names, a.seeds), "## Full report", ""]
