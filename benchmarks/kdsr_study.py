@@ -78,6 +78,7 @@ def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], mod
             if entry.get("arch") == "kdsr":  # CDL's weights (the entry's own or its preset's) for those modalities
                 w = entry.get("weights") or p["kdsr"]["presets"][entry.get("preset") or p["kdsr"]["preset"]]["weights"]
                 entry["weights"] = {k: w[k] for k in mods}
+                entry["backbone_cfg"] = {**(entry.get("backbone_cfg") or {}), "modalities": list(mods)}
     p["train"]["device"], p["train"]["epochs"] = "cpu", epochs
     p["kdsr"].setdefault("train", {})["epochs"] = epochs
     p["runs"]["baselines"] = [{"model": m, "code": c, "data": d} for m, r, c, d in models if r == "baselines"]

@@ -80,6 +80,24 @@ def test_graph_backbones_do_not_see_the_future(arch):
     assert model.loss(bt).item() == pytest.approx(-ref.mean().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("backbone", ["sasrec", "mmsr", "kdsr_graph"])
+def test_kdsr_on_one_modality_needs_only_its_inputs(backbone):
+    """A text-only dataset (Amazon Office): KDSR's modalities reach every backbone, so no image input is read."""
+    from modalrec.models.kdsr import KDSR
+
+    c = ctx()
+    del c.compressed["image"]
+    torch.manual_seed(0)
+    model = build_model("kdsr", {"backbone": backbone, "backbone_cfg": {"dim": 16}, "modalities": ["text"],
+                                 "weights": {"text": [1.0, 0.5]}}, c)
+    assert sorted(KDSR.required_inputs(model.cfg)) == ["compressed/text", "teacher"]
+    assert set(model.modality_tables()) == {"text"}
+    out = model.loss(batch())
+    assert "cdl/text_holistic" in out and not any("image" in k for k in out)
+    out["loss"].backward()
+    assert model.modality_tables()["text"].weight.grad.abs().sum() > 0
+
+
 def test_kdsr_without_any_weight_is_the_backbone_and_needs_no_teacher():
     model = build_model("kdsr", {"backbone": "sasrec", "backbone_cfg": {"dim": 16}, "weights": {"image": [0, 0], "text": [0, 0]}},
                         ctx(teacher=False))

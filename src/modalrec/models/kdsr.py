@@ -230,13 +230,15 @@ def cdl_config(cfg: KDSR.Config) -> CDLConfig:
 
 
 def backbone_config(cfg: KDSR.Config, key: str) -> tuple[str, dict[str, Any]]:
-    """The backbone's registered name and options; ItemRepr backbones get ``item_repr: tuned`` on the modalities."""
+    """The backbone's registered name and options: every backbone reads KDSR's modalities unless its
+    ``backbone_cfg`` names its own (a text-only dataset needs no image table in MMSR either); ItemRepr backbones get
+    ``item_repr: tuned``."""
     if cfg.backbone not in BACKBONES:
         raise ParamError(f"{key}.backbone", f"must be one of {BACKBONES}, got {cfg.backbone!r}")
     bcfg = dict(cfg.backbone_cfg or {})
+    bcfg.setdefault("modalities", list(cfg.modalities))
     if cfg.backbone in REPR_BACKBONES:
         if bcfg.get("item_repr", "tuned") != "tuned":
             raise ParamError(f"{key}.backbone_cfg.item_repr", "KDSR distils into trainable tables: must be 'tuned'")
         bcfg["item_repr"] = "tuned"
-        bcfg.setdefault("modalities", list(cfg.modalities))
     return cfg.backbone, bcfg
