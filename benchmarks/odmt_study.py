@@ -158,12 +158,14 @@ def main() -> None:
     ap.add_argument("--chosen", default=None, choices=sorted(VARIANTS),
                     help="skip the fixes phase and use this variant, chosen on another dataset's validation "
                          "(e.g. odmt_ramp_kl_init, the params.yaml defaults chosen on ml100k_odmt)")
-    ap.add_argument("--phase", default="all",
-                    choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"])
+    ap.add_argument("--phase", nargs="+", default=["all"],
+                    choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"],
+                    help="one or more phases (all = fixes headline transfer ablations report)")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "odmt.md",
                     help="the results document the report phase writes (docs/results/odmt.md)")
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]
+    phases = set(a.phase)
     a.workdir.mkdir(parents=True, exist_ok=True)
     study_params(a.workdir, a.dataset, a.epochs)
     ensure_data(a.workdir, a.dataset)
@@ -175,7 +177,7 @@ def main() -> None:
               f"No selection on this dataset: `{chosen}` is the variant chosen on MovieLens-100K's validation "
               "(docs/results/odmt.md), the params.yaml defaults.", ""]
     else:
-        if a.phase in ("fixes", "all"):
+        if {"fixes", "all"} & phases:
             for s in sel:
                 for n in fixes:
                     train_eval(a.workdir, a.dataset, n, s)
@@ -187,7 +189,7 @@ def main() -> None:
         print(f"\nchosen on validation: {chosen} {VARIANTS[chosen]}")
         md += [f"Chosen on validation: `{chosen}`.", ""]
     headline = ["odmt_released", chosen, *BASELINES]
-    if a.phase in ("headline", "all"):
+    if {"headline", "all"} & phases:
         for s in a.seeds:
             for n in headline:
                 train_eval(a.workdir, a.dataset, n, s)
@@ -196,21 +198,21 @@ def main() -> None:
         print_valid(a.workdir, a.dataset, headline, a.seeds, md)
     transfer, ablations = transfer_runs(VARIANTS[chosen]), ablation_runs(VARIANTS[chosen])
     study_params(a.workdir, a.dataset, a.epochs, {**transfer, **ablations})
-    if a.phase in ("transfer", "all"):
+    if {"transfer", "all"} & phases:
         for s in a.seeds:
             for n in transfer:
                 train_eval(a.workdir, a.dataset, n, s)
     if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in transfer for s in a.seeds):
         md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
         print_valid(a.workdir, a.dataset, list(transfer), a.seeds, md)
-    if a.phase in ("ablations", "all"):
+    if {"ablations", "all"} & phases:
         for s in a.seeds:
             for n in [chosen, *ablations]:
                 train_eval(a.workdir, a.dataset, n, s)
     if complete(a.workdir, a.dataset, [chosen, *ablations], a.seeds):
         md += ["Table 3 ablations (the chosen variant without one part each):", ""]
         print_valid(a.workdir, a.dataset, [chosen, *ablations], a.seeds, md)
-    if a.phase == "diagnostics":
+    if "diagnostics" in phases:
         for s in a.seeds:
             for n in DIAGNOSTICS:
                 train_eval(a.workdir, a.dataset, n, s)
@@ -220,7 +222,7 @@ def main() -> None:
         md += ["Diagnostics (not candidates):", ""]
         print_valid(a.workdir, a.dataset, diag, a.seeds, md)
     (a.workdir / "validation.md").write_text("\n".join(md))
-    if a.phase in ("report", "all"):
+    if {"report", "all"} & phases:
         done = [n for n in headline + list(transfer) + list(ablations) + list(DIAGNOSTICS)
                 if all((a.workdir / "reports" / a.dataset / n / f"s{s}" / "metrics.json").exists() for s in a.seeds)]
         p = yaml.safe_load((a.workdir / "params.yaml").read_text())
@@ -236,6 +238,9 @@ def main() -> None:
         cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
             " ".join(map(str, a.seeds)) + (f" --chosen {a.chosen}" if a.chosen else " --select-seeds " + " ".join(map(str, sel))) + \
             f" --epochs {a.epochs}"
+        ran = [ph for ph, names in (("headline", headline), ("transfer", list(transfer)),
+                                    ("ablations", list(ablations))) if complete(a.workdir, a.dataset, names, a.seeds)]
+        cmd += " --phase " + " ".join(([] if a.chosen else ["fixes"]) + ran + ["report"])
         pre = ["## Over seeds (test at the validation-selected epoch)", "",
                *seed_table(a.workdir / "reports", a.dataset, pairs, a.seeds, ("hr@10", "ndcg@10", "hr@20")),
                "## Selection on validation", "", *md, "## Full report", ""]
