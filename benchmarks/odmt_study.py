@@ -2,7 +2,7 @@
 stages (prepare, encode, train, evaluate, report) in a scratch folder of its own.
 
     python benchmarks/odmt_study.py --workdir ../odmt-study [--dataset ml100k_odmt|office] [--seeds 2023]
-                                    [--epochs 20] [--chosen VARIANT] [--phase fixes|headline|transfer|report|all]
+                                    [--epochs 20] [--chosen VARIANT] [--phase fixes headline transfer ablations report | all]
 
 The scratch folder gets a copy of params.yaml with the study's dataset entry (``ml100k_odmt``: MovieLens-100K with
 TMDB plots and posters under ODMT's data rule, users >= 5, last 15, no item core), ``train.device: cpu`` and one
