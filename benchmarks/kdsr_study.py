@@ -77,8 +77,7 @@ def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], mod
                 entry["modalities"] = list(mods)
             if entry.get("arch") == "kdsr":  # CDL's weights (the entry's own or its preset's) for those modalities
                 w = entry.get("weights") or p["kdsr"]["presets"][entry.get("preset") or p["kdsr"]["preset"]]["weights"]
-                entry["weights"] = {k: w[k] for k in mods}
-                entry["backbone_cfg"] = {**(entry.get("backbone_cfg") or {}), "modalities": list(mods)}
+                entry["weights"] = {k: w[k] for k in mods}  # (the backbone takes KDSR's modalities itself)
     p["train"]["device"], p["train"]["epochs"] = "cpu", epochs
     p["kdsr"].setdefault("train", {})["epochs"] = epochs
     p["runs"]["baselines"] = [{"model": m, "code": c, "data": d} for m, r, c, d in models if r == "baselines"]
@@ -133,9 +132,8 @@ def main() -> None:
     if a.phase in ("train", "all"):
         for g in a.groups:  # a group's models over all seeds before the next group
             for s in a.seeds:
-                for m, *_ in GROUPS[g]:
-                    if not a.models or m in a.models:
-                        train_eval(a.workdir, a.dataset, m, s)
+                for m, *_ in (x for x in GROUPS[g] if x in models):
+                    train_eval(a.workdir, a.dataset, m, s)
     if a.phase not in ("report", "all"):
         return
     done = [m for m in models if all(evaluated(a.workdir, a.dataset, m[0], s) for s in a.seeds)]

@@ -39,7 +39,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, train_eval  # noqa: E402
+from _study import best_valid, cli, train_eval, trained  # noqa: E402
 
 DATASETS = {
     "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
@@ -142,7 +142,8 @@ def ablation_runs(options: dict) -> dict:
 
 
 def complete(workdir: Path, dataset: str, names, seeds) -> bool:
-    return all((workdir / "models" / dataset / n / f"s{s}" / "history.json").exists() for n in names for s in seeds)
+    """Every run of ``names`` trained for every seed."""
+    return all(trained(workdir, dataset, n, s) for n in names for s in seeds)
 
 
 def main() -> None:
@@ -193,7 +194,7 @@ def main() -> None:
         for s in a.seeds:
             for n in headline:
                 train_eval(a.workdir, a.dataset, n, s)
-    if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in headline for s in a.seeds):
+    if complete(a.workdir, a.dataset, headline, a.seeds):
         md += [f"Headline runs over seeds {a.seeds}:", ""]
         print_valid(a.workdir, a.dataset, headline, a.seeds, md)
     transfer, ablations = transfer_runs(VARIANTS[chosen]), ablation_runs(VARIANTS[chosen])
@@ -202,7 +203,7 @@ def main() -> None:
         for s in a.seeds:
             for n in transfer:
                 train_eval(a.workdir, a.dataset, n, s)
-    if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists() for n in transfer for s in a.seeds):
+    if complete(a.workdir, a.dataset, transfer, a.seeds):
         md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
         print_valid(a.workdir, a.dataset, list(transfer), a.seeds, md)
     if {"ablations", "all"} & phases:
@@ -216,8 +217,7 @@ def main() -> None:
         for s in a.seeds:
             for n in DIAGNOSTICS:
                 train_eval(a.workdir, a.dataset, n, s)
-    diag = [n for n in DIAGNOSTICS if all((a.workdir / "models" / a.dataset / n / f"s{s}" / "history.json").exists()
-                                          for s in a.seeds)]
+    diag = [n for n in DIAGNOSTICS if complete(a.workdir, a.dataset, [n], a.seeds)]
     if diag:
         md += ["Diagnostics (not candidates):", ""]
         print_valid(a.workdir, a.dataset, diag, a.seeds, md)
