@@ -123,8 +123,12 @@ def main() -> None:
                     help="`baselines`: the papers' other modality baselines (docs/results/baselines-ml100k.md)")
     ap.add_argument("--models", nargs="+", default=None, help="only these models of the groups")
     ap.add_argument("--phase", default="all", choices=["train", "report", "all"])
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "kdsr.md")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="the document the report writes (default: docs/results/kdsr.md for ml100k, kdsr-office.md "
+                         "for office_kdsr, kdsr-<dataset>.md otherwise)")
     a = ap.parse_args()
+    a.results = a.results or ROOT / "docs" / "results" / {"ml100k": "kdsr.md", "office_kdsr": "kdsr-office.md"}.get(
+        a.dataset, f"kdsr-{a.dataset}.md")
     a.workdir.mkdir(parents=True, exist_ok=True)
     models = [m for g in a.groups for m in GROUPS[g] if not a.models or m[0] in a.models]
     study_params(a.workdir, a.dataset, a.epochs, a.seeds, models)

@@ -171,10 +171,12 @@ def main() -> None:
     ap.add_argument("--phase", nargs="+", default=["all"],
                     choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"],
                     help="one or more phases (all = fixes headline transfer ablations report)")
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "odmt.md",
-                    help="the results document the report phase writes (docs/results/odmt.md)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="the results document the report phase writes (default: docs/results/odmt.md for "
+                         "ml100k_odmt, docs/results/odmt-<dataset>.md otherwise)")
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]
+    a.results = a.results or ROOT / "docs" / "results" / ("odmt.md" if a.dataset == "ml100k_odmt" else f"odmt-{a.dataset}.md")
     rest = a.ablation_seeds or a.seeds
     phases = set(a.phase)
     a.workdir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ def test_seed_table_pairs_seeds_and_tests_them(tmp_path):
     change = (np.mean(list(a.values())) - np.mean(list(b.values()))) / np.mean(list(b.values())) * 100
     assert lines[2] == f"| `prop` | `base` | 3 | 0.3233 / 0.2967, {change:+.1f}%, p = {p:.3f} |"
     assert lines[3] == "| `lonely` | `base` | 1 | 0.5000 / 0.2800, +78.6%, p = n/a |"  # one shared seed: no test
+    _runs(tmp_path, {"up": {1: .40, 2: .43, 3: .45}, "down": {1: .10, 2: .12, 3: .15}})  # gaps .30-.31: p ~ 1e-4
+    assert seed_table(tmp_path, "ds", [("up", "down")], [1, 2, 3], ("ndcg@10",))[2].endswith("p < 0.001 |")
 
 
 def test_publish_writes_the_document_and_its_plots(tmp_path):

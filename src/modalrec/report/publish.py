@@ -52,8 +52,8 @@ def seed_table(reports_dir: Path, dataset: str, comparisons: Sequence[tuple[str,
             xa, xb = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
             t = paired_test(xa, xb)
             change = (xa.mean() - xb.mean()) / xb.mean() * 100 if xb.mean() else math.nan
-            p = "n/a" if math.isnan(t["p"]) else f"{t['p']:.3f}"
-            cells.append(f"{xa.mean():.4f} / {xb.mean():.4f}, {change:+.1f}%, p = {p}")
+            p = "= n/a" if math.isnan(t["p"]) else "< 0.001" if t["p"] < 0.001 else f"= {t['p']:.3f}"
+            cells.append(f"{xa.mean():.4f} / {xb.mean():.4f}, {change:+.1f}%, p {p}")
         lines.append(f"| `{prop}` | `{base}` | {len(shared)} | " + " | ".join(cells) + " |")
     return lines + ["", f"Paired t-test over seeds on {split} (two-sided; n/a: fewer than two shared seeds). With "
                         "3 seeds only large, consistent differences reach p < 0.05.", ""]
