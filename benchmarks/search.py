@@ -95,6 +95,16 @@ def main() -> None:
               f"`python benchmarks/search.py {a.search} --select`")
 
 
+def finished(exps: list) -> list:
+    """``dvc exp show --json`` without the experiments still running (DVC shows a running workspace experiment with
+    the workspace's rev and the metrics of the commit it started from)."""
+    def keep(entry: dict) -> dict:
+        groups = [{**g, "revs": [keep(r) for r in g.get("revs") or [] if r.get("rev") != "workspace"]}
+                  for g in entry.get("experiments") or []]
+        return {**entry, "experiments": groups}
+    return [keep(e) for e in exps]
+
+
 def select(a: argparse.Namespace, models: list[str], monitor: str, keys: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from modalrec.report import plots as P
@@ -105,6 +115,7 @@ def select(a: argparse.Namespace, models: list[str], monitor: str, keys: list[st
     else:
         res = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
         exps = json.loads(res.stdout)
+    exps = finished(exps)
     import yaml
 
     ds = a.dataset or yaml.safe_load((ROOT / "params.yaml").read_text())["base"]["dataset"]
