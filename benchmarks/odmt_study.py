@@ -208,7 +208,8 @@ def main() -> None:
         for s in sorted(set(a.seeds) | set(rest)):
             for n in (headline if s in a.seeds else []) + (others if s in rest else []):
                 train_eval(a.workdir, a.dataset, n, s)
-    if complete(a.workdir, a.dataset, headline, a.seeds) and complete(a.workdir, a.dataset, others, rest):
+    headline_done = complete(a.workdir, a.dataset, headline, a.seeds) and complete(a.workdir, a.dataset, others, rest)
+    if headline_done:
         md += [f"Headline runs over seeds {a.seeds}:", ""]
         if rest == a.seeds:
             print_valid(a.workdir, a.dataset, headline + others, a.seeds, md)
@@ -261,7 +262,7 @@ def main() -> None:
             (" --ablation-seeds " + " ".join(map(str, rest)) if rest != a.seeds else "") + (f" --chosen {a.chosen}" if a.chosen else " --select-seeds " + " ".join(map(str, sel))) + \
             f" --epochs {a.epochs}"
         ran = [ph for ph, ok in (
-            ("headline", complete(a.workdir, a.dataset, headline, a.seeds) and complete(a.workdir, a.dataset, others, rest)),
+            ("headline", headline_done),
             ("transfer", complete(a.workdir, a.dataset, transfer, rest)),
             ("ablations", complete(a.workdir, a.dataset, ablations, rest))) if ok]
         cmd += " --phase " + " ".join(([] if a.chosen else ["fixes"]) + ran + ["report"])

@@ -151,10 +151,10 @@ def select(a: argparse.Namespace, models: list[str], monitor: str, keys: list[st
                 "axes take the same values for every model, so each side gets the same trials; values are means "
                 "over the experiment's seeds (`reports/metrics.json`); test is read only at each model's chosen "
                 "point.", ""]
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_name(a.out.name + ".tmp")
-        tmp.write_text("\n".join(head + md) + "\n")
-        tmp.replace(a.out)
+        from modalrec.io import atomic_path
+
+        with atomic_path(a.out) as tmp:
+            tmp.write_text("\n".join(head + md) + "\n")
 
 
 if __name__ == "__main__":
