@@ -11,7 +11,8 @@ of every sequence is test), max length 50, d = 64. Prints per backbone:
 - evaluation: full ranking of every item for every test instance (ratio split) and for every user's last item
   (leave-one-out, one instance per user = all 22k users), with scores/s.
 
-The papers' other baselines (docs/baselines.md: srgnn, nova_pos, fdsa, unisrec, difsr, nova) are timed the same way
+The papers' other baselines (docs/baselines.md: srgnn, nextitnet, nova_pos, fdsa, unisrec, difsr, nova, trans2d,
+mmsrec) are timed the same way
 with their params.yaml defaults (``--models`` picks the list). Beauty has no item text or images here, so the
 modality models run on random stand-in features of the default encoders' widths (text 384, image 1280): their
 figures are throughput only.
@@ -42,7 +43,7 @@ from _beauty import BEAUTY, load_beauty  # noqa: E402  (benchmarks/ is the scrip
 MAXLEN = 50
 ENGINE = {"sasrec": ("sasrec", {"dim": 64, "layers": 2, "heads": 1}),
           "gru4rec": ("gru4rec", {"dim": 64, "hidden": 128})}
-PAPER_BASELINES = ["srgnn", "nova_pos", "fdsa", "unisrec", "difsr", "nova"]
+PAPER_BASELINES = ["srgnn", "nextitnet", "nova_pos", "fdsa", "unisrec", "difsr", "nova", "trans2d", "mmsrec"]
 STAND_IN_WIDTH = {"text": 384, "image": 1280}  # all-MiniLM-L6-v2, efficientnet_lite0 pooled
 
 
