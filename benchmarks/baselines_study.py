@@ -185,7 +185,8 @@ def main() -> None:
                "difference to it is within seed noise.", "",
                *table(a.workdir, {m: n for m, (n, _) in chosen.items()}, a.seeds),
                *(["## Learning rate on validation", "", *search, ""] if grid else []), "## Full report", ""]
-        out = publish(a.workdir / "reports", a.results, "The papers' ID-only baselines on Amazon Beauty",
+        title = "The papers' ID-only baselines on Amazon Beauty" + (", learning rates chosen on validation" if grid else "")
+        out = publish(a.workdir / "reports", a.results, title,
                       [cmd], pre)
         print(f"published -> {out}")
 
