@@ -5,7 +5,8 @@
 The real stages run on a tiny synthetic catalogue in a temporary folder (the repository's params.yaml, shrunk):
 prepare -> encode (image/text pooled and token caches, bf16 autocast on CUDA) -> compress -> distill (faiss k-means,
 on GPU when faiss sees one) -> train + evaluate one epoch of a model of every family (SASRec and GRU4Rec baselines,
-KDSR on SASRec and on MMSR: CDL's autograd Functions under AMP, ODMT) with AMP on CUDA. Then the device checks:
+KDSR on SASRec and on MMSR: CDL's autograd Functions under AMP, ODMT) and of every other baseline of the papers
+(SR-GNN, NextItNet, FDSA, UniSRec, DIF-SR, NOVA, Trans2D, MMSRec) with AMP on CUDA. Then the device checks:
 the bf16 encoder against fp32, CDL's loss and gradients on CUDA against the CPU, full-ranking evaluation on CUDA
 against the CPU and chunked against one piece, and DDP over 2 GPUs (NCCL) when there are two.
 
@@ -95,6 +96,8 @@ def run_stages(p: dict, root: Path, dev: str, quick: bool) -> list[str]:
         row("distill (faiss k-means)", "cuda" if faiss.get_num_gpus() > 0 else "cpu", s,
             f"faiss sees {faiss.get_num_gpus()} GPU(s)")
         runs += ["sasrec_tuned", "kdsr_sasrec", "kdsr_mmsr", "odmt"]
+        # the papers' other baselines (issue 21, docs/baselines.md): each model file's CUDA / AMP path
+        runs += ["srgnn", "nextitnet", "fdsa", "unisrec", "difsr", "nova", "trans2d", "mmsrec"]
     for name in runs:
         p["models"][name] = {**p["models"][name], "train": {**(p["models"][name].get("train") or {}), "epochs": 1}}
         out, s = timed(train.run, p, name, data_root=data, models_root=models, progress=False)
