@@ -53,6 +53,7 @@ PAPER_TABLE2 = {"gru4rec": {"hr@5": 5.6420, "hr@20": 12.7217, "mrr@5": 3.1110, "
 METRICS = ("hr@5", "hr@20", "mrr@5", "mrr@20")
 
 
+DEFAULT_RESULTS = ROOT / "docs" / "results" / "baselines.md"
 DEFAULT_LR = float(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["lr"])
 
 
@@ -143,7 +144,7 @@ def main() -> None:
     ap.add_argument("--select-seeds", type=int, nargs="+", default=None,
                     help="seeds the learning rate is chosen on (default: the first of --seeds)")
     ap.add_argument("--phase", default="all", choices=["runs", "report", "all"])
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "baselines.md")
+    ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,8 @@ def main() -> None:
         grid = len(a.lrs) > 1
         cmd = (f"python benchmarks/baselines_study.py --workdir {a.workdir} --seeds {' '.join(map(str, a.seeds))} "
                f"--epochs {a.epochs} --models {' '.join(chosen)}" +
-               (f" --lrs {' '.join(f'{x:g}' for x in a.lrs)} --select-seeds {' '.join(map(str, sel))}" if grid else ""))
+               (f" --lrs {' '.join(f'{x:g}' for x in a.lrs)} --select-seeds {' '.join(map(str, sel))}" if grid else "") +
+               ("" if a.results.resolve() == DEFAULT_RESULTS else f" --results {a.results}"))
         lr_text = (f"the learning rate chosen per model on validation from the same grid {[f'{x:g}' for x in a.lrs]} "
                    f"(seeds {sel}; table below)" if grid else "the engine's default learning rate (no search)")
         pre = ["## Against the paper's Table 2 (Beauty)", "",
