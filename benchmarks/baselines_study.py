@@ -1,5 +1,6 @@
 """The papers' ID-only baselines (KDSR's Table 2: GRU4Rec, SASRec, SR-GNN; ODMT's: NextItNet) on Amazon Beauty under
-KDSR's protocol, next to KDSR's Table 2 row where it has one: a study run through the real stages (prepare, train, evaluate, report) in a scratch folder.
+KDSR's protocol, next to KDSR's Table 2 row where it has one: a study run through the real stages (prepare, train,
+evaluate, report) in a scratch folder.
 
     python benchmarks/baselines_study.py --workdir ../baselines-study [--seeds 2023] [--epochs 40]
                                          [--models gru4rec sasrec srgnn nextitnet] [--lrs 1e-3 2e-3 5e-3]
@@ -126,8 +127,10 @@ def table(workdir: Path, chosen: dict[str, str], seeds: list[int]) -> list[str]:
                 par.append(100 * v)
                 eps.append(f"{met['protocol']['selected_epoch']} / {e}")
             o, q, ref = float(np.mean(ours)), float(np.mean(par)), PAPER_TABLE2.get(base, {}).get(k)
-            paper, vs = ((f"{ref:.4f}", lambda x: f"{100 * (x / ref - 1):+.1f}%") if ref is not None
-                         else ("—", lambda x: "—"))
+
+            def vs(x: float) -> str:  # change against the paper's cell ("—": no cell for this model)
+                return "—" if ref is None else f"{100 * (x / ref - 1):+.1f}%"
+            paper = "—" if ref is None else f"{ref:.4f}"
             lines.append(f"| `{m}` | {k.upper()} | {paper} | {o:.4f}{spread(ours)} | {vs(o)} | "
                          f"{q:.4f}{spread(par)} | {vs(q)} | {', '.join(eps)} |")
     return lines + [""]

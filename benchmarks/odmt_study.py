@@ -260,8 +260,8 @@ def main() -> None:
         from modalrec.report.publish import publish, seed_table
 
         pairs = [(n, b) for n in dict.fromkeys(["odmt_released", chosen, DEFAULT_VARIANT]) for b in BASELINES] + \
-            ([(chosen, DEFAULT_VARIANT)] if chosen != DEFAULT_VARIANT else []) + [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")] + \
-            [(chosen, n) for n in ablations]
+            ([(chosen, DEFAULT_VARIANT)] if chosen != DEFAULT_VARIANT else []) + \
+            [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")] + [(chosen, n) for n in ablations]
         pairs = [(x, y) for x, y in pairs if x in done and y in done]
         cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
             " ".join(map(str, a.seeds)) + \
