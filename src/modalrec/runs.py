@@ -6,6 +6,7 @@ read by :func:`modalrec.params.listed_runs`.)
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,8 @@ FAMILY_ARCHS = {"kdsr": ("kdsr", "mmsr", "kdsr_graph"), "odmt": ("odmt",)}  # an
 ENTRY_KEYS = ("arch", "train", "evaluate")  # keys of models.<name> that are not model Config fields
 TRAIN_ONLY = ("max_len", "device")  # keys of the train section that are not TrainConfig fields
 # odmt.<key> / odmt.datasets.<ds>.<key> fill these (docs/odmt.md); ramp_fraction, when set, replaces alpha
-ODMT_KEYS = ("T", "alpha", "id_init", "modalities", "ramp_fraction", "kd_max_weight", "kd_form", "detach_teacher",
-             "init_text_pool", "init_standardise", "user_mask", "user_encoder")
+ODMT_KEYS = ("T", "alpha", "id_init", "modalities", "ramp_fraction", "wait_for_ramp", "kd_max_weight", "kd_form",
+             "detach_teacher", "init_text_pool", "init_standardise", "user_mask", "user_encoder")
 
 
 @dataclass
@@ -98,8 +99,11 @@ def resolve_run(params: dict[str, Any], model: str, seed: int | None = None, dat
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return RunSpec(model, arch, family, entry, trainer, eval_over, ds,
+    spec = RunSpec(model, arch, family, entry, trainer, eval_over, ds,
                    int(seed if seed is not None else default_seed(params)), max_len, device)
+    if family == "odmt":
+        wait_for_ramp(spec)
+    return spec
 
 
 def ramp_length(fraction: Any, epochs: int, key: str = "odmt.ramp_fraction") -> float:
@@ -109,6 +113,22 @@ def ramp_length(fraction: Any, epochs: int, key: str = "odmt.ramp_fraction") -> 
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ParamError(key, f"must be a number in (0, 1] or null, got {fraction!r}")
     return max(1.0, float(round(fraction * epochs)))
+
+
+def wait_for_ramp(spec: RunSpec) -> None:
+    """ODMT's distillation weight ramps up over α epochs; with ``wait_for_ramp`` early stopping must not end a
+    distilling run before the ramp's end plus patience (issue 19: on MovieLens-100K `odmt_gru4rec` and
+    `odmt_nextitnet` each lost a seed that stopped at epoch 13 / 15 of a 15-epoch ramp, on a validation dip while
+    the weight was still rising). So the run's ``min_epochs`` becomes at least ``ceil(α) + patience`` (KDSR's rule
+    for its warm-up, :func:`modalrec.train.kdsr_hooks.wait_for_warm_up`). Runs without distillation (late fusion,
+    independent, ``kd_max_weight`` 0, a constant weight α < 1) and the released settings (no such rule) are left as
+    they are; ``min_epochs`` above the epoch cap only means the run takes its whole cap."""
+    cfg = model_config(spec)
+    if not (cfg.wait_for_ramp and cfg.objective == "online_distill" and cfg.alpha >= 1 and cfg.kd_max_weight > 0):
+        return
+    t = spec.train
+    if t.monitor is not None and t.patience > 0:
+        t.min_epochs = max(int(t.min_epochs), math.ceil(cfg.alpha) + int(t.patience))
 
 
 def _fold_none(params, model, arch, entry, ds) -> tuple[dict, dict]:

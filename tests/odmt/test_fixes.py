@@ -56,6 +56,22 @@ def test_resolve_run_folds_ramp_fraction_into_alpha():
     assert "ramp_fraction" not in resolve_run(_params({"ramp_fraction": 0.5}), "sasrec").cfg  # other families
 
 
+def test_early_stopping_waits_for_the_end_of_the_ramp():
+    """wait_for_ramp: a distilling run's min_epochs = ceil(alpha) + patience (train section: patience 5 unless set);
+    runs without distillation, with a constant weight, without the rule, or without early stopping keep 0."""
+    ramp = {"ramp_fraction": 0.5, "wait_for_ramp": True}
+    spec = resolve_run(_params(ramp), "odmt")  # alpha 10 of a 20-epoch cap
+    assert spec.train.min_epochs == 10 + spec.train.patience == 15
+    spec = resolve_run(_params({"wait_for_ramp": True}, {"alpha": 7.5, "train": {"epochs": 30, "patience": 3}}), "odmt")
+    assert spec.train.min_epochs == 8 + 3  # ceil(7.5): the first epoch at full weight, then patience
+    for odmt, entry in [({"ramp_fraction": 0.5}, None),  # the released code: no rule
+                        (ramp, {"objective": "late_fusion"}), (ramp, {"objective": "independent"}),
+                        (ramp, {"kd_max_weight": 0.0}), ({"wait_for_ramp": True}, {"alpha": 0.5}),
+                        (ramp, {"train": {"patience": 0}}), (ramp, {"wait_for_ramp": False})]:
+        assert resolve_run(_params(odmt, entry), "odmt").train.min_epochs == 0, (odmt, entry)
+    assert resolve_run(_params(ramp), "sasrec").train.min_epochs == 0  # other families
+
+
 def test_model_weight_reaches_the_cap_at_the_end_of_the_ramp():
     m = build_model("odmt", {"alpha": 4.0, "kd_max_weight": 0.2}, context(N, MAX_LEN))
     ws = []

@@ -525,6 +525,7 @@ class ODMT(SeqRecModel):
         T: float = 0.5  # distillation temperature
         alpha: float = 20.0  # ramp-up length in epochs (< 1: constant weight alpha)
         ramp_fraction: float | None = None  # set: alpha = this fraction of the run's train.epochs (runs.resolve_run)
+        wait_for_ramp: bool = False  # early stopping waits for the ramp's end + patience (runs.wait_for_ramp)
         kd_max_weight: float = 1.0  # the weight the ramp ends at (released code: 1)
         kd_form: str = "soft_ce"  # soft_ce (released code) | kl (paper text)
         detach_teacher: bool = False  # released code: False (gradients flow into the teacher logits)
