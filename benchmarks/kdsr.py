@@ -198,6 +198,8 @@ def main() -> None:
                     "paper: 128 for every model)")
     ap.add_argument("--data", default="beauty", help="beauty (../shared), or a prepared dataset directory such as "
                     "data/prepared/synthetic")
+    ap.add_argument("--prefixes", type=int, default=None, help="graph backbones: train on this many prefixes a "
+                    "window (their `prefixes` option; default every prefix)")
     ap.add_argument("--layouts", action="store_true", help="time the graph backbones' flat layout against the "
                     "padded one it replaced (alone and under kdsr) instead of CDL's overhead")
     ap.add_argument("--mdim", type=int, default=128, help="width of m~, so of the tuned modality tables, the CDL heads "
@@ -270,6 +272,8 @@ def main() -> None:
             "gru4rec": {"dim": a.dim, "hidden": 128, "dropout": 0.3},
             "kdsr_graph": {"dim": DIM},  # the graph backbones as params.yaml kdsr.backbones (dim = the width of m~)
             "mmsr": {"dim": DIM, "layers": 1, "q": 3, "dropout_atten": 0.2, "dropout_local": 0.4}}
+    for bb in ("kdsr_graph", "mmsr"):
+        cfgs[bb]["prefixes"] = a.prefixes
     if a.layouts:
         graphs = [bb for bb in a.backbones or ["mmsr", "kdsr_graph"] if bb in ("mmsr", "kdsr_graph")]
         time_layouts(graphs, cfgs, ctx, windows, batches, n_batches, a.passes,

@@ -4,6 +4,7 @@ real stages (prepare, encode, compress, distill, train, evaluate, report) in a s
 
     python benchmarks/kdsr_study.py --workdir ../kdsr-study [--dataset ml100k] [--seeds 2023 2024 2025]
                                     [--epochs 30] [--groups headline ablations graph] [--phase train|report|all]
+                                    [--prefixes K] [--results docs/results/kdsr-<name>.md]
 
 The scratch folder gets a copy of params.yaml with ``base.dataset``, ``train.device: cpu`` and one epoch cap for
 every run (``train.epochs`` and the KDSR family's own, so both sides get the same budget; patience is
@@ -25,6 +26,7 @@ Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -73,8 +75,15 @@ DATASETS = {
 }
 
 
-def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], models: list[tuple]) -> dict:
+def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], models: list[tuple],
+                 prefixes: int | None = None) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if prefixes is not None:  # the graph backbones (alone and under KDSR) train on k prefixes a window
+        for bb in ("mmsr", "kdsr_graph"):
+            p["kdsr"]["backbones"][bb]["prefixes"] = prefixes
+        for m, *_ in models:
+            if p["models"][m].get("arch") == "mmsr_released":
+                p["models"][m]["prefixes"] = prefixes
     p["base"]["dataset"], p["base"]["seeds"] = dataset, seeds
     if dataset in DATASETS:  # its entry, and every compared model on its modalities only
         p["datasets"][dataset], mods = DATASETS[dataset]
@@ -151,15 +160,19 @@ def main() -> None:
                     help="`baselines`: the papers' other modality baselines (docs/results/baselines-ml100k.md)")
     ap.add_argument("--models", nargs="+", default=None, help="only these models of the groups")
     ap.add_argument("--phase", default="all", choices=["train", "report", "all"])
+    ap.add_argument("--prefixes", type=int, default=None,
+                    help="the graph backbones train on this many prefixes a window (their `prefixes` option; default "
+                         "every prefix): on MovieLens-100K's 50-item windows every prefix costs ~330 s an MMSR epoch")
     ap.add_argument("--results", type=Path, default=None,
                     help="the document the report writes (default: docs/results/kdsr.md for ml100k, kdsr-office.md "
                          "for office_kdsr, kdsr-<dataset>.md otherwise)")
     a = ap.parse_args()
-    a.results = a.results or ROOT / "docs" / "results" / {"ml100k": "kdsr.md", "office_kdsr": "kdsr-office.md"}.get(
+    default_results = ROOT / "docs" / "results" / {"ml100k": "kdsr.md", "office_kdsr": "kdsr-office.md"}.get(
         a.dataset, f"kdsr-{a.dataset}.md")
+    a.results = (a.results or default_results).resolve()
     a.workdir.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(m for g in a.groups for m in GROUPS[g] if not a.models or m[0] in a.models))
-    study_params(a.workdir, a.dataset, a.epochs, a.seeds, models)
+    study_params(a.workdir, a.dataset, a.epochs, a.seeds, models, a.prefixes)
     ensure_data(a.workdir, a.dataset)
     if a.phase in ("train", "all"):
         for g in a.groups:  # a group's models over all seeds before the next group
@@ -169,13 +182,15 @@ def main() -> None:
     if a.phase not in ("report", "all"):
         return
     done = [m for m in models if all(evaluated(a.workdir, a.dataset, m[0], s) for s in a.seeds)]
-    study_params(a.workdir, a.dataset, a.epochs, a.seeds, done)
+    study_params(a.workdir, a.dataset, a.epochs, a.seeds, done, a.prefixes)
     cli(a.workdir, "report")
     names = [m for m, *_ in done]
     pairs = [(x, y) for x, y in COMPARE if x in names and y in names]
     cmd = (f"python benchmarks/kdsr_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds "
            f"{' '.join(map(str, a.seeds))} --epochs {a.epochs} --groups {' '.join(a.groups)}"
-           + (f" --models {' '.join(a.models)}" if a.models else ""))
+           + (f" --models {' '.join(a.models)}" if a.models else "")
+           + (f" --prefixes {a.prefixes}" if a.prefixes is not None else "")
+           + (f" --results {os.path.relpath(a.results, ROOT)}" if a.results != default_results else ""))
     pre = ["## Over seeds (test at the validation-selected epoch)", "",
            *seed_table(a.workdir / "reports", a.dataset, pairs, a.seeds, ("ndcg@10", "hr@10", "ndcg@20")),
            *own_axes(a.workdir, a.dataset, names, a.seeds, pairs),

@@ -6,7 +6,7 @@ import torch
 
 from modalrec.errors import ParamError
 from modalrec.models import Batch, ModelContext, build_model
-from modalrec.models._session_graph import prefix_instances, session_graph
+from modalrec.models._session_graph import prefix_instances, sample_targets, session_graph
 
 from .helpers import random_teacher
 
@@ -39,6 +39,37 @@ def test_prefix_instances_are_the_released_training_instances():
     ids, tgt = prefix_instances(torch.tensor([[0, 0, 4, 5, 6]]), torch.tensor([[0, 0, 5, 6, 9]]))
     assert ids.tolist() == [[0, 0, 4], [0, 4, 5], [4, 5, 6]]
     assert tgt.tolist() == [5, 6, 9]
+
+
+def test_sample_targets_keeps_k_targets_of_each_window():
+    tgt = torch.tensor([[0, 0, 1, 3, 7, 5], [5, 2, 9, 8, 4, 12], [0, 0, 0, 0, 6, 1]])
+    torch.manual_seed(0)
+    kept = sample_targets(tgt, 3)
+    assert (kept > 0).sum(1).tolist() == [3, 3, 2]  # k of each window; a window with fewer keeps all
+    assert ((kept == tgt) | (kept == 0)).all() and (kept[2] == tgt[2]).all()
+    assert sample_targets(tgt, 6).equal(tgt) and sample_targets(tgt, 100).equal(tgt)
+    # uniform over a window's targets: each of the 6 positions of window 1 kept in about half of 4,000 draws
+    freq = torch.stack([sample_targets(tgt, 3)[1] > 0 for _ in range(4000)]).float().mean(0)
+    assert torch.allclose(freq, torch.full((6,), 0.5), atol=0.03)
+
+
+@pytest.mark.parametrize("arch", ["mmsr", "kdsr_graph", "mmsr_released"])
+def test_graph_backbones_train_on_a_sample_of_prefixes(arch):
+    """prefixes: k gives the loss over k prefixes a window (here those sample_targets keeps under the same seed);
+    null keeps every prefix; anything but a positive integer is refused by name."""
+    torch.manual_seed(1)
+    model = build_model(arch, {"dim": 16, "prefixes": 2}, ctx(teacher=False)).eval()  # no dropout: same forward
+    b = batch()
+    torch.manual_seed(5)
+    loss = model.loss(b)
+    torch.manual_seed(5)
+    kept = Batch(b.input_ids, sample_targets(b.targets, 2), b.users)
+    model.cfg.prefixes = None
+    assert loss.item() == pytest.approx(model.loss(kept).item(), rel=1e-6)
+    assert model.loss(kept).item() != pytest.approx(model.loss(b).item(), rel=1e-3)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ParamError, match=f"models.{arch}.prefixes"):
+            build_model(arch, {"dim": 16, "prefixes": bad}, ctx(teacher=False))
 
 
 @pytest.mark.parametrize("backbone,cfg", [

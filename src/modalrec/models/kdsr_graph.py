@@ -34,6 +34,7 @@ class KDSRGraph(SessionGraphModel):
         dropout_output: float = 0.4  # after the gate
         last_n: int = 2
         max_len: int | None = None
+        prefixes: int | None = None  # training prefixes a window: null = every one (released), k = a sample
 
     def __init__(self, cfg: "KDSRGraph.Config", ctx: ModelContext):
         key = f"models.{getattr(self, 'registry_name', 'kdsr_graph')}"

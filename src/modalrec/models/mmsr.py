@@ -77,6 +77,7 @@ class MMSR(SessionGraphModel):
         dropout_atten: float = 0.2
         dropout_local: float = 0.4
         max_len: int | None = None
+        prefixes: int | None = None  # training prefixes a window: null = every one (released), k = a sample
 
     def __init__(self, cfg: "MMSR.Config", ctx: ModelContext):
         key = f"models.{getattr(self, 'registry_name', 'mmsr')}"
