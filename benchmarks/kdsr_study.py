@@ -4,7 +4,7 @@ real stages (prepare, encode, compress, distill, train, evaluate, report) in a s
 
     python benchmarks/kdsr_study.py --workdir ../kdsr-study [--dataset ml100k] [--seeds 2023 2024 2025]
                                     [--epochs 30] [--groups headline ablations graph] [--phase train|report|all]
-                                    [--prefixes K] [--results docs/results/kdsr-<name>.md]
+                                    [--prefixes K] [--width D] [--results docs/results/kdsr-<name>.md]
 
 The scratch folder gets a copy of params.yaml with ``base.dataset``, ``train.device: cpu`` and one epoch cap for
 every run (``train.epochs`` and the KDSR family's own, so both sides get the same budget; patience is
@@ -76,8 +76,15 @@ DATASETS = {
 
 
 def study_params(workdir: Path, dataset: str, epochs: int, seeds: list[int], models: list[tuple],
-                 prefixes: int | None = None) -> dict:
+                 prefixes: int | None = None, width: int | None = None) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if width is not None:  # one embedding width for every compared model, the KDSR backbones and m̃ (compress.dim)
+        p["compress"]["dim"] = width
+        for bb in p["kdsr"]["backbones"].values():
+            bb["dim"] = width
+        for m, *_ in models:
+            if "dim" in p["models"][m]:
+                p["models"][m]["dim"] = width
     if prefixes is not None:  # the graph backbones (alone and under KDSR) train on k prefixes a window
         for bb in ("mmsr", "kdsr_graph"):
             p["kdsr"]["backbones"][bb]["prefixes"] = prefixes
@@ -163,6 +170,9 @@ def main() -> None:
     ap.add_argument("--prefixes", type=int, default=None,
                     help="the graph backbones train on this many prefixes a window (their `prefixes` option; default "
                          "every prefix): on MovieLens-100K's 50-item windows every prefix costs ~330 s an MMSR epoch")
+    ap.add_argument("--width", type=int, default=None,
+                    help="one embedding width for every compared model and for m~ (the paper: 128 for all); default "
+                         "params.yaml's (SASRec/GRU4Rec 64, m~ and the graph backbones 128). A workdir holds one width")
     ap.add_argument("--results", type=Path, default=None,
                     help="the document the report writes (default: docs/results/kdsr.md for ml100k, kdsr-office.md "
                          "for office_kdsr, kdsr-<dataset>.md otherwise)")
@@ -172,7 +182,7 @@ def main() -> None:
     a.results = (a.results or default_results).resolve()
     a.workdir.mkdir(parents=True, exist_ok=True)
     models = list(dict.fromkeys(m for g in a.groups for m in GROUPS[g] if not a.models or m[0] in a.models))
-    study_params(a.workdir, a.dataset, a.epochs, a.seeds, models, a.prefixes)
+    study_params(a.workdir, a.dataset, a.epochs, a.seeds, models, a.prefixes, a.width)
     ensure_data(a.workdir, a.dataset)
     if a.phase in ("train", "all"):
         for g in a.groups:  # a group's models over all seeds before the next group
@@ -182,7 +192,7 @@ def main() -> None:
     if a.phase not in ("report", "all"):
         return
     done = [m for m in models if all(evaluated(a.workdir, a.dataset, m[0], s) for s in a.seeds)]
-    study_params(a.workdir, a.dataset, a.epochs, a.seeds, done, a.prefixes)
+    study_params(a.workdir, a.dataset, a.epochs, a.seeds, done, a.prefixes, a.width)
     cli(a.workdir, "report")
     names = [m for m, *_ in done]
     pairs = [(x, y) for x, y in COMPARE if x in names and y in names]
@@ -190,6 +200,7 @@ def main() -> None:
            f"{' '.join(map(str, a.seeds))} --epochs {a.epochs} --groups {' '.join(a.groups)}"
            + (f" --models {' '.join(a.models)}" if a.models else "")
            + (f" --prefixes {a.prefixes}" if a.prefixes is not None else "")
+           + (f" --width {a.width}" if a.width is not None else "")
            + (f" --results {os.path.relpath(a.results, ROOT)}" if a.results != default_results else ""))
     pre = ["## Over seeds (test at the validation-selected epoch)", "",
            *seed_table(a.workdir / "reports", a.dataset, pairs, a.seeds, ("ndcg@10", "hr@10", "ndcg@20")),
