@@ -8,7 +8,8 @@ the seeds, from ``reports/metrics.json``) from ``dvc exp show --json``; test is 
     python benchmarks/search.py kdsr --select [--out docs/results/kdsr-search.md]
 
 The shared axes (learning rate, dropout) take the same values for every model of the comparison, so each side gets
-the same number of trials; ``--own`` adds each method's own axes (KDSR's λ_C, ODMT's T), trials its baselines, which
+the same number of trials; ``--own`` adds each method's own axes (KDSR's λ_C; ODMT's T and its ramp length α as a
+fraction of the epoch cap), trials its baselines, which
 have no such parameter, do not get (the summary says so). DVC's run cache trains a baseline once per shared point.
 """
 
@@ -35,7 +36,7 @@ SEARCHES = {
     "odmt": (ODMT_RUNS, ["odmt", "sasrec_lf", "sasrec_ef"], "valid/hr@10",
              {"lr": ([5e-4, 1e-3], ["odmt.train.lr"]),
               "dropout": ([0.1, 0.2], ["models.odmt.dropout", "models.sasrec_lf.dropout", "models.sasrec_ef.dropout"])},
-             {"T": ([0.3, 0.5], ["odmt.T"])}),
+             {"T": ([0.3, 0.5], ["odmt.T"]), "ramp": ([0.25, 0.5], ["odmt.ramp_fraction"])}),
 }
 
 
