@@ -146,6 +146,28 @@ def transfer_runs(options: dict) -> dict:
     return out
 
 
+def tuned_runs(specs: list[str]) -> dict:
+    """``--tuned BASELINE:KEY=VALUE,...``: the baseline at the values a search chose on validation
+    (``benchmarks/search.py``), as ``<baseline>_tuned``; ``lr`` sets its ``train.lr``, any other key a model option."""
+    out = {}
+    for spec in specs:
+        base, _, kvs = spec.partition(":")
+        if base not in BASELINES:
+            raise SystemExit(f"--tuned {spec!r}: {base!r} is not one of {sorted(BASELINES)}")
+        opts = dict(BASELINES[base])
+        for kv in filter(None, kvs.split(",")):
+            k, eq, v = kv.partition("=")
+            if not eq:
+                raise SystemExit(f"--tuned {spec!r}: expected KEY=VALUE, got {kv!r}")
+            if k == "lr":
+                opts["train"] = {"lr": yaml.safe_load(v)}
+            else:
+                opts[k] = yaml.safe_load(v)
+        out[f"{base}_tuned"] = opts
+    TRANSFER_OPTS.update(out)
+    return out
+
+
 def ablation_runs(options: dict) -> dict:
     out = {n: {**options, **change} for n, change in ABLATIONS.items()}
     TRANSFER_OPTS.update(out)
@@ -174,6 +196,10 @@ def main() -> None:
     ap.add_argument("--chosen", default=None, choices=sorted(VARIANTS),
                     help="skip the fixes phase and use this variant, chosen on another dataset's validation "
                          "(e.g. odmt_ramp_kl_init, the params.yaml defaults chosen on ml100k_odmt)")
+    ap.add_argument("--tuned", nargs="+", default=[], metavar="BASELINE:KEY=VALUE,...",
+                    help="a baseline at the values a search chose on validation (benchmarks/search.py), e.g. "
+                         "sasrec_lf:lr=5e-4,dropout=0.2: trained as <baseline>_tuned on --seeds in the headline phase "
+                         "and compared with the chosen and default variants")
     ap.add_argument("--phase", nargs="+", default=["all"],
                     choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"],
                     help="one or more phases (all = fixes headline transfer ablations report)")
@@ -186,7 +212,8 @@ def main() -> None:
     rest = a.ablation_seeds or a.seeds
     phases = set(a.phase)
     a.workdir.mkdir(parents=True, exist_ok=True)
-    study_params(a.workdir, a.dataset, a.epochs)
+    tuned = tuned_runs(a.tuned)
+    study_params(a.workdir, a.dataset, a.epochs, tuned)
     ensure_data(a.workdir, a.dataset)
     fixes = list(VARIANTS) + list(BASELINES)
     if a.chosen:
@@ -208,7 +235,7 @@ def main() -> None:
         print(f"\nchosen on validation: {chosen} {VARIANTS[chosen]}")
         md += [f"Chosen on validation: `{chosen}`.", ""]
     # the headline rows (the paper's claim: ODMT vs SASRec+LF) on --seeds; the other comparisons on --ablation-seeds
-    headline = list(dict.fromkeys([chosen, DEFAULT_VARIANT, "sasrec_lf"]))
+    headline = list(dict.fromkeys([chosen, DEFAULT_VARIANT, "sasrec_lf", *tuned]))
     others = [n for n in ["odmt_released", *BASELINES] if n not in headline]
     if {"headline", "all"} & phases:
         for s in sorted(set(a.seeds) | set(rest)):
@@ -224,7 +251,7 @@ def main() -> None:
             md += [f"The other comparisons over seeds {rest}:", ""]
             print_valid(a.workdir, a.dataset, others, rest, md)
     transfer, ablations = transfer_runs(VARIANTS[chosen]), ablation_runs(VARIANTS[chosen])
-    study_params(a.workdir, a.dataset, a.epochs, {**transfer, **ablations})
+    study_params(a.workdir, a.dataset, a.epochs, {**transfer, **ablations, **tuned})
     if {"transfer", "all"} & phases:
         for s in rest:
             for n in transfer:
@@ -262,12 +289,13 @@ def main() -> None:
 
         pairs = [(n, b) for n in dict.fromkeys(["odmt_released", chosen, DEFAULT_VARIANT]) for b in BASELINES] + \
             ([(chosen, DEFAULT_VARIANT)] if chosen != DEFAULT_VARIANT else []) + \
+            [(n, t) for n in dict.fromkeys([chosen, DEFAULT_VARIANT]) for t in tuned] + \
             [(f"odmt_{e}", f"{e}_lf") for e in ("gru4rec", "nextitnet")] + [(chosen, n) for n in ablations]
         pairs = [(x, y) for x, y in pairs if x in done and y in done]
         cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
             " ".join(map(str, a.seeds)) + \
             (" --ablation-seeds " + " ".join(map(str, rest)) if rest != a.seeds else "") + (f" --chosen {a.chosen}" if a.chosen else " --select-seeds " + " ".join(map(str, sel))) + \
-            f" --epochs {a.epochs}"
+            f" --epochs {a.epochs}" + (" --tuned " + " ".join(a.tuned) if a.tuned else "")
         ran = [ph for ph, ok in (
             ("headline", headline_done),
             ("transfer", complete(a.workdir, a.dataset, transfer, rest)),

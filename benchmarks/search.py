@@ -84,6 +84,15 @@ def main() -> None:
         if not sep:
             ap.error(f"--set {kv!r}: expected KEY=VALUE")
         common[k] = v
+    # a queued experiment runs in a copy of the workspace under .dvc/tmp/exps/, where a dataset path relative to the
+    # repository (../shared/...) points nowhere: it gets the absolute path it has here
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    ds = a.dataset or params["base"]["dataset"]
+    path = ((params.get("datasets") or {}).get(ds) or {}).get("path")
+    if path and not Path(path).is_absolute() and f"datasets.{ds}.path" not in common:
+        common[f"datasets.{ds}.path"] = str((ROOT / path).resolve())
     for name, sets in grid(a.search, a.own):
         cmd = ["dvc", "exp", "run", "--queue", "-n", name]
         for k, v in {**common, **sets}.items():
