@@ -146,6 +146,16 @@ def transfer_runs(options: dict) -> dict:
     return out
 
 
+def _number(v: str):
+    """``5e-4`` -> 0.0005 (YAML 1.1 reads it as a string), ``2`` -> 2, anything else as YAML."""
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return yaml.safe_load(v)
+
+
 def tuned_runs(specs: list[str]) -> dict:
     """``--tuned BASELINE:KEY=VALUE,...``: the baseline at the values a search chose on validation
     (``benchmarks/search.py``), as ``<baseline>_tuned``; ``lr`` sets its ``train.lr``, any other key a model option."""
@@ -160,9 +170,9 @@ def tuned_runs(specs: list[str]) -> dict:
             if not eq:
                 raise SystemExit(f"--tuned {spec!r}: expected KEY=VALUE, got {kv!r}")
             if k == "lr":
-                opts["train"] = {"lr": yaml.safe_load(v)}
+                opts["train"] = {"lr": _number(v)}
             else:
-                opts[k] = yaml.safe_load(v)
+                opts[k] = _number(v)
         out[f"{base}_tuned"] = opts
     TRANSFER_OPTS.update(out)
     return out
