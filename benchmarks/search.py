@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 KDSR_RUNS = {"runs.baselines": "[{model: sasrec_tuned, code: sasrec, data: compressed}]",
              "runs.kdsr": "[{model: kdsr_sasrec, code: sasrec}]", "runs.odmt": "[]"}
@@ -103,8 +105,6 @@ def main() -> None:
         common[k] = v
     # a queued experiment runs in a copy of the workspace under .dvc/tmp/exps/, where a dataset path relative to the
     # repository (../shared/...) points nowhere: it gets the absolute path it has here
-    import yaml
-
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     ds = a.dataset or params["base"]["dataset"]
     path = ((params.get("datasets") or {}).get(ds) or {}).get("path")
@@ -143,8 +143,6 @@ def select(a: argparse.Namespace, models: list[str], monitor: str, keys: list[st
         res = subprocess.run(["dvc", "exp", "show", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
         exps = json.loads(res.stdout)
     exps = finished(exps)
-    import yaml
-
     ds = a.dataset or yaml.safe_load((ROOT / "params.yaml").read_text())["base"]["dataset"]
     test = monitor.replace("valid/", "test/")
     best = best_by_model(exps, ds, models, monitor, show=(test,), params=tuple(keys), prefix=a.search + "-")

@@ -124,11 +124,8 @@ def wait_for_ramp(spec: RunSpec) -> None:
     independent, ``kd_max_weight`` 0, a constant weight α < 1) and the released settings (no such rule) are left as
     they are; ``min_epochs`` above the epoch cap only means the run takes its whole cap."""
     cfg = model_config(spec)
-    if not (cfg.wait_for_ramp and cfg.objective == "online_distill" and cfg.alpha >= 1 and cfg.kd_max_weight > 0):
-        return
-    t = spec.train
-    if t.monitor is not None and t.patience > 0:
-        t.min_epochs = max(int(t.min_epochs), math.ceil(cfg.alpha) + int(t.patience))
+    if cfg.wait_for_ramp and cfg.objective == "online_distill" and cfg.alpha >= 1 and cfg.kd_max_weight > 0:
+        spec.train.hold_until(math.ceil(cfg.alpha))
 
 
 def _fold_none(params, model, arch, entry, ds) -> tuple[dict, dict]:

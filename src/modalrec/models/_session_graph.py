@@ -212,7 +212,7 @@ class SessionGraphModel(SeqRecModel):
             self.id_emb.weight[0].zero_()
         self.tables = nn.ModuleDict({m: modality_table(ctx, m, key) for m in cfg.modalities}
                                     if self.item_modality_tables else {})
-        k = getattr(cfg, "prefixes", None)
+        k = cfg.prefixes
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ParamError(f"{key}.prefixes", f"must be an integer >= 1 or null (every prefix), got {k!r}")
         for m, t in self.tables.items():
@@ -230,7 +230,7 @@ class SessionGraphModel(SeqRecModel):
 
     def loss(self, batch: Batch) -> Tensor:
         targets = batch.targets
-        if getattr(self.cfg, "prefixes", None) is not None:  # k prefixes a window (sample_targets)
+        if self.cfg.prefixes is not None:  # k prefixes a window (sample_targets)
             targets = sample_targets(targets, self.cfg.prefixes)
         ids, tgt = prefix_instances(batch.input_ids, targets)
         if self.output_loss is not None:  # the prefixes are the positions targets > 0, row-major

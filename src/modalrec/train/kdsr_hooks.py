@@ -51,10 +51,8 @@ def wait_for_warm_up(spec: RunSpec, cfg: Any) -> None:
     ``async_epochs + patience``: patience counts from the end of the warm-up, and every model of a comparison keeps
     one ``patience`` (the rule before was ``patience >= async_epochs`` for every model, which cost the baselines and
     the KDSR runs alike 5 epochs of waiting)."""
-    warm = int(cfg.async_epochs) if cfg.async_lr == "linear" else 0
-    t = spec.train
-    if warm and t.monitor is not None and t.patience > 0:
-        t.min_epochs = max(int(t.min_epochs), warm + int(t.patience))
+    if cfg.async_lr == "linear" and int(cfg.async_epochs):
+        spec.train.hold_until(int(cfg.async_epochs))
 
 
 class TermSizes:

@@ -52,7 +52,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     clip_grad: float | None = 5.0  # max gradient norm; None = off
     patience: int = 5  # epochs without improvement of `monitor` before stopping; 0 = never stop early
-    min_epochs: int = 0  # early stopping never ends a run before this epoch (KDSR: warm-up + patience)
+    min_epochs: int = 0  # early stopping never ends a run before this epoch (KDSR: warm-up + patience; see hold_until)
     monitor: str | None = "valid/ndcg@10"  # "<valid|test>/<metric>"; None = keep the last epoch
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 + GradScaler); ignored on CPU
     track_test: bool = False  # also evaluate test every epoch (needed by evaluate.select_on: test_max)
@@ -61,6 +61,12 @@ class TrainConfig:
     num_negatives: int = 1000  # loss: sampled: negatives shared by a batch
     sampling: str = "popularity"  # loss: sampled: proposal, uniform | popularity (count + 1); logQ-corrected
     nproc: int = 1  # data-parallel processes the train stage launches (torchrun's engine; 1 = this process)
+
+    def hold_until(self, epoch: int) -> None:
+        """Patience counts from ``epoch`` (a schedule's end: KDSR's warm-up, ODMT's distillation ramp): with early
+        stopping on, ``min_epochs`` becomes at least ``epoch + patience``."""
+        if self.monitor is not None and self.patience > 0:
+            self.min_epochs = max(int(self.min_epochs), int(epoch) + int(self.patience))
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
