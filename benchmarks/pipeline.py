@@ -2,10 +2,13 @@
 
 Each revision is cloned into a temporary folder and run there from scratch (no DVC cache, no outputs) with its own
 code (PYTHONPATH = the clone's src/) and this environment's packages; the table of stage times comes from
-modalrec.timings (the time between DVC's `Running stage` lines, start-up and hashing included).
+modalrec.timings (the time between DVC's `Running stage` lines, start-up and hashing included), with the epochs
+and seconds an epoch of every training stage. ``--target`` reproduces only those stages (and what they need).
+With several revisions, a last table puts the seconds an epoch of the training stages they share side by side.
 
     python benchmarks/pipeline.py                      # HEAD
     python benchmarks/pipeline.py --rev HEAD --rev 6037636   # this code next to the commit before the redesign
+    python benchmarks/pipeline.py --rev 0508ba1 --rev HEAD --target train_odmt   # the ODMT family per epoch
     make bench-pipeline
 
 Takes as long as the runs (the default pipeline: tens of minutes on 2 cores); progress is the runs' own output.
@@ -27,20 +30,22 @@ sys.path.insert(0, str(ROOT / "src"))
 from modalrec.timings import run, table  # noqa: E402
 
 
-def time_revision(rev: str, keep: Path | None) -> tuple[int, list[tuple[str, float]], float]:
+def time_revision(rev: str, keep: Path | None, targets: list[str]):
     work = Path(tempfile.mkdtemp(prefix="modalrec-bench-", dir=keep))
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
     subprocess.run(["git", "-C", str(work), "checkout", "-q", rev], check=True)
     # OpenMP waiting: as each stage chooses it (modalrec.wait_policy), unless this environment sets it
     env = {**os.environ, "PYTHONPATH": str(work / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "DVC_NO_ANALYTICS": "1"}
-    return run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=str(work), env=env)
+    return run([str(Path(sys.executable).with_name("dvc")), "repro", *targets], cwd=str(work), env=env)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rev", action="append", help="git revision to time (repeatable; default HEAD)")
     ap.add_argument("--keep", type=Path, default=None, help="make the clones under this folder (kept afterwards)")
+    ap.add_argument("--target", action="append", default=[], help="a dvc.yaml stage (or stage@item) to reproduce "
+                    "with what it needs, instead of the whole pipeline (repeatable)")
     a = ap.parse_args()
     revs = a.rev or ["HEAD"]
     t0 = time.perf_counter()
@@ -48,13 +53,32 @@ def main() -> None:
     for rev in revs:
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
                              check=True).stdout.strip()
-        print(f"== {rev} ({sha}): fresh dvc repro", flush=True)
-        results[rev] = (sha, *time_revision(rev, a.keep))
-    for rev, (sha, code, times, total) in results.items():
-        print(f"\n== {rev} ({sha}), exit {code}\n{table(times, total)}")
+        print(f"== {rev} ({sha}): fresh dvc repro {' '.join(a.target)}", flush=True)
+        results[rev] = (sha, *time_revision(rev, a.keep, a.target))
+    for rev, (sha, code, times, total, epochs) in results.items():
+        print(f"\n== {rev} ({sha}), exit {code}\n{table(times, total, epochs)}")
+    if len(results) > 1:
+        print("\n" + epoch_table(results))
     line = "; ".join(f"{rev} ({sha}) {total:.0f} s, {len(times)} stages, exit {code}"
-                     for rev, (sha, code, times, total) in results.items())
-    print(f"\nsummary: fresh dvc repro of the default pipeline: {line} [{time.perf_counter() - t0:.0f} s wall]")
+                     for rev, (sha, code, times, total, _) in results.items())
+    what = " ".join(a.target) or "the default pipeline"
+    print(f"\nsummary: fresh dvc repro of {what}: {line} [{time.perf_counter() - t0:.0f} s wall]")
+
+
+def epoch_table(results: dict) -> str:
+    """Seconds an epoch of the training stages every revision ran, side by side, and the first revision's over the
+    last one's."""
+    revs = list(results)
+    shared = [s for s in results[revs[0]][4] if all(s in results[r][4] for r in revs)]
+    if not shared:
+        return "no training stage in common"
+    width = max(len(s) for s in shared)
+    head = f"{'s/epoch':<{width}}  " + "  ".join(f"{r:>10}" for r in revs) + f"  {revs[0]} / {revs[-1]}"
+    rows = [head]
+    for s in shared:
+        per = [results[r][4][s][1] / max(results[r][4][s][0], 1) for r in revs]
+        rows.append(f"{s:<{width}}  " + "  ".join(f"{v:10.2f}" for v in per) + f"  {per[0] / per[-1]:.2f}x")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_run_echoes_the_output_and_keeps_the_exit_code():
     code = ("import sys, time; print(\"Running stage 'a':\", flush=True); time.sleep(0.3); "
             "print(\"Running stage 'b':\", flush=True); sys.exit(3)")
     out = io.StringIO()
-    rc, times, total = run([sys.executable, "-c", code], out)
+    rc, times, total, _ = run([sys.executable, "-c", code], out)
     assert rc == 3 and [n for n, _ in times] == ["a", "b"] and "Running stage 'b'" in out.getvalue()
     assert times[0][1] >= 0.25 and total >= times[0][1] + times[1][1] - 1e-6
 
@@ -32,3 +32,20 @@ def test_a_stage_summary_line_ends_with_its_wall_time(tmp_path, capsys):
                 reports_root=tmp_path)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("collected 0 models of toy") and line.rsplit("| wall ", 1)[1].endswith(" s")
+
+
+def test_training_stages_get_their_epochs_and_seconds_an_epoch():
+    from modalrec.timings import stage_epochs
+
+    lines = [(0.0, "Running stage 'train_odmt@odmt-2023':\n"),
+             (1.0, "trained odmt (seed 2023) on synthetic: 20 epochs in 64.6s, best valid/hr@10=0.4143 at epoch 20; "
+                   "1,785,536 parameters -> models/synthetic/odmt/s2023 | wall 66.3 s\n"),
+             (2.0, "Running stage 'evaluate_odmt@odmt-2023':\n"),
+             (3.0, "evaluated odmt (seed 2023) on synthetic: test ndcg@10=0.2 | wall 4.0 s\n")]
+    ep = stage_epochs(lines)
+    assert ep == {"train_odmt@odmt-2023": (20, 64.6)}
+    rows = table(stage_times(lines, 4.0), 4.0, ep).splitlines()
+    assert rows[0].split()[-2:] == ["epochs", "s/epoch"]
+    train_row = next(r for r in rows if r.startswith("train_odmt"))
+    assert train_row.split()[-2:] == ["20", "3.23"]
+    assert next(r for r in rows if r.startswith("evaluate_odmt")).split()[-1].endswith("%")
