@@ -9,7 +9,8 @@ Office copy (``../shared/datasets/amazon2014-office``; skipped when absent), pre
 encoded with the packaged offline MiniLM (text tokens: the shared copy has no images), then ``odmt`` and
 ``sasrec_lf`` with params.yaml's entries (``odmt.datasets.office``: T 0.4, α 40, text ID initialisation, 30-epoch
 cap; epoch selection on validation Recall@10; test with history masked, per user) for seeds 1, 2 and 3, as the study
-runs them. The decision and the figures are in docs/odmt.md ("Decisions"). About 40-60 minutes on 2 CPU cores:
+runs them (it reproduces the study's six values exactly). The decision and the figures are in docs/odmt.md
+("Decision: what the slow tests assert"). About 25 minutes on a quiet 2-core machine:
 
     pytest -m slow tests/odmt/test_office_slow.py -s
 """
