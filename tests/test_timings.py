@@ -49,3 +49,17 @@ def test_training_stages_get_their_epochs_and_seconds_an_epoch():
     train_row = next(r for r in rows if r.startswith("train_odmt"))
     assert train_row.split()[-2:] == ["20", "3.23"]
     assert next(r for r in rows if r.startswith("evaluate_odmt")).split()[-1].endswith("%")
+
+
+def test_a_later_summary_in_the_same_process_counts_from_the_previous_one(monkeypatch):
+    from types import SimpleNamespace
+
+    import modalrec
+
+    clock = iter([100.0, 103.5, 110.0])
+    monkeypatch.setattr(modalrec, "_LOADED", 95.0)
+    monkeypatch.setattr(modalrec, "_LAST_SUMMARY", None)
+    monkeypatch.setattr(modalrec, "_time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert modalrec.wall_seconds() == 5.0  # the first summary: since the process loaded modalrec
+    assert modalrec.wall_seconds() == 3.5  # later ones: since the previous summary
+    assert modalrec.wall_seconds() == 6.5

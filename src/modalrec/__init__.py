@@ -73,7 +73,15 @@ def keep_freed_memory() -> bool:
     return _MALLOC_KEPT
 
 
+_LAST_SUMMARY: float | None = None
+
+
 def wall_seconds() -> float:
-    """Seconds since this process loaded modalrec: a stage's whole wall time, interpreter and torch start-up
-    included (each stage's one-line summary ends with it)."""
-    return _time.perf_counter() - _LOADED
+    """A stage's wall time, for the end of its one-line summary: for a process's first summary, the seconds since
+    the process loaded modalrec (a DVC stage's whole wall time, interpreter and torch start-up included); for a later
+    one (several stages run from one Python process, e.g. a notebook or the tests), the seconds since the previous
+    summary, not the process's total."""
+    global _LAST_SUMMARY
+    now = _time.perf_counter()
+    start, _LAST_SUMMARY = (_LAST_SUMMARY if _LAST_SUMMARY is not None else _LOADED), now
+    return now - start
