@@ -69,14 +69,15 @@ def epoch_table(results: dict) -> str:
     """Seconds an epoch of the training stages every revision ran, side by side, and the first revision's over the
     last one's."""
     revs = list(results)
-    shared = [s for s in results[revs[0]][4] if all(s in results[r][4] for r in revs)]
+    epochs = {r: res[-1] for r, res in results.items()}  # (sha, code, times, total, {stage: (epochs, seconds)})
+    shared = [s for s in epochs[revs[0]] if all(s in epochs[r] for r in revs)]
     if not shared:
         return "no training stage in common"
     width = max(len(s) for s in shared)
     head = f"{'s/epoch':<{width}}  " + "  ".join(f"{r:>10}" for r in revs) + f"  {revs[0]} / {revs[-1]}"
     rows = [head]
     for s in shared:
-        per = [results[r][4][s][1] / max(results[r][4][s][0], 1) for r in revs]
+        per = [epochs[r][s][1] / max(epochs[r][s][0], 1) for r in revs]
         rows.append(f"{s:<{width}}  " + "  ".join(f"{v:10.2f}" for v in per) + f"  {per[0] / per[-1]:.2f}x")
     return "\n".join(rows)
 

@@ -84,12 +84,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="--select: also write the table as markdown here")
     a = ap.parse_args()
     runs, models, monitor, shared, mine = SEARCHES[a.search]
-    at = {}
-    for kv in a.at:
-        lab, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--at {kv!r}: expected AXIS=VALUE")
-        at[lab] = float(v)
+
+    def pairs(items: list[str], flag: str, what: str) -> dict[str, str]:
+        """``KEY=VALUE`` arguments of a repeatable option as a dict (a malformed one is a usage error)."""
+        out = {}
+        for kv in items:
+            k, sep, v = kv.partition("=")
+            if not sep:
+                ap.error(f"{flag} {kv!r}: expected {what}=VALUE")
+            out[k] = v
+        return out
+
+    at = {lab: float(v) for lab, v in pairs(a.at, "--at", "AXIS").items()}
     if a.select:
         select(a, models, monitor, [k for _, keys in {**shared, **mine}.values() for k in keys])
         return
@@ -98,11 +104,7 @@ def main() -> None:
         common["base.dataset"] = a.dataset
     if a.seeds:
         common["base.seeds"] = "[" + ",".join(map(str, a.seeds)) + "]"
-    for kv in a.set:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--set {kv!r}: expected KEY=VALUE")
-        common[k] = v
+    common.update(pairs(a.set, "--set", "KEY"))
     # a queued experiment runs in a copy of the workspace under .dvc/tmp/exps/, where a dataset path relative to the
     # repository (../shared/...) points nowhere: it gets the absolute path it has here
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
