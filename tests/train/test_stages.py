@@ -71,6 +71,9 @@ def test_train_evaluate_metrics(roots):
         assert proto["mask_history"] is (model == "gru4rec_frozen_text")  # the model's own override
         assert set(m["test"]) == {f"{x}@{k}" for x in ("hr", "mrr", "ndcg") for k in (5, 10, 20)}
         assert m["valid"]["ndcg@10"] == pytest.approx(cfg["best_value"])  # same protocol as during training
+        # what the numbers depend on besides seed, code and data: recorded by training, copied by evaluation
+        assert cfg["compute"] == {"torch": torch.__version__, "device": "cpu", "cpu_threads": torch.get_num_threads()}
+        assert m["compute"] == cfg["compute"]
         pu = pl.read_parquet(rep / "per_user.parquet")
         assert pu.height == m["n_test"] and set(pu.columns) >= {"user", "position", "target", "rank",
                                                              "target_train_count"}

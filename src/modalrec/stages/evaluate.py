@@ -90,7 +90,8 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
                         "rank": "0-based; hit@k = rank < k"})
     metrics = {"dataset": r.dataset, "model": r.name, "arch": r.arch, "protocol": protocol,
                "valid": res_valid.metrics if res_valid else {}, "test": test_metrics,
-               "n_valid": len(valid), "n_test": len(test), "n_test_users": int(len(np.unique(test.users)))}
+               "n_valid": len(valid), "n_test": len(test), "n_test_users": int(len(np.unique(test.users))),
+               "compute": trained.get("compute")}  # what training ran on (torch, device, CPU threads)
     write_json(out / "metrics.json", metrics)
     k = 10 if 10 in ecfg.ks else ecfg.ks[0]
     print(f"evaluated {r.name} (seed {r.seed}) on {r.dataset}: test ndcg@{k}={test_metrics.get(f'ndcg@{k}', 0):.4f} "

@@ -116,6 +116,17 @@ def validation_protocol(r: RunSpec) -> EvalConfig:
     return EvalConfig(**over)
 
 
+def compute_record(device: torch.device | str) -> dict[str, Any]:
+    """What a run's numbers depend on besides its seed, code, options and data: torch's version, the device and, on
+    the CPU, torch's intra-op thread count (the machine's cores unless ``OMP_NUM_THREADS`` or
+    ``torch.set_num_threads`` says otherwise). Reductions are split across threads, so the same seed trained with 1
+    and with 2 threads rounds differently and can select another epoch (docs/training.md); written to the run's
+    config.json and copied into its metrics.json."""
+    dev = torch.device(device)
+    return {"torch": torch.__version__, "device": dev.type,
+            "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None}
+
+
 def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: str | None = None,
         data_root: str | Path = "data", models_root: str | Path = "models", progress: bool = True) -> Path:
     from ..data.prepared import load_prepared
@@ -146,7 +157,7 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
     write_json(out / "config.json", {
         "model": r.name, "arch": r.arch, "cfg": r.cfg, "evaluate": r.evaluate,
         "train": dataclasses.asdict(r.train), "seed": r.seed, "dataset": r.dataset, "max_len": r.max_len,
-        "device": r.device, "inputs": prov, "prepared": {"n_items": prepared.n_items, "n_users": prepared.n_users,
+        "device": r.device, "compute": compute_record(device), "inputs": prov, "prepared": {"n_items": prepared.n_items, "n_users": prepared.n_users,
                                                          "split": prepared.split_meta},
         "n_params": n_params, "n_train_windows": len(windows), "n_train_targets": windows.n_targets,
         "best_epoch": res.best_epoch, "best_value": res.best_value, "epochs_run": res.epochs_run,
