@@ -54,22 +54,21 @@ def main() -> None:
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
                              check=True).stdout.strip()
         print(f"== {rev} ({sha}): fresh dvc repro {' '.join(a.target)}", flush=True)
-        results[rev] = (sha, *time_revision(rev, a.keep, a.target))
-    for rev, (sha, code, times, total, epochs) in results.items():
-        print(f"\n== {rev} ({sha}), exit {code}\n{table(times, total, epochs)}")
+        results[rev] = (sha, time_revision(rev, a.keep, a.target))
+    for rev, (sha, r) in results.items():
+        print(f"\n== {rev} ({sha}), exit {r.code}\n{table(r.times, r.total, r.epochs, r.walls)}")
     if len(results) > 1:
-        print("\n" + epoch_table(results))
-    line = "; ".join(f"{rev} ({sha}) {total:.0f} s, {len(times)} stages, exit {code}"
-                     for rev, (sha, code, times, total, _) in results.items())
+        print("\n" + epoch_table({rev: r.epochs for rev, (_, r) in results.items()}))
+    line = "; ".join(f"{rev} ({sha}) {r.total:.0f} s, {len(r.times)} stages, exit {r.code}"
+                     for rev, (sha, r) in results.items())
     what = " ".join(a.target) or "the default pipeline"
     print(f"\nsummary: fresh dvc repro of {what}: {line} [{time.perf_counter() - t0:.0f} s wall]")
 
 
-def epoch_table(results: dict) -> str:
-    """Seconds an epoch of the training stages every revision ran, side by side, and the first revision's over the
-    last one's."""
-    revs = list(results)
-    epochs = {r: res[-1] for r, res in results.items()}  # (sha, code, times, total, {stage: (epochs, seconds)})
+def epoch_table(epochs: dict[str, dict[str, tuple[int, float]]]) -> str:
+    """Seconds an epoch of the training stages every revision ran (``{rev: {stage: (epochs, seconds)}}``), side by
+    side, and the first revision's over the last one's."""
+    revs = list(epochs)
     shared = [s for s in epochs[revs[0]] if all(s in epochs[r] for r in revs)]
     if not shared:
         return "no training stage in common"

@@ -20,7 +20,7 @@ def test_run_echoes_the_output_and_keeps_the_exit_code():
     code = ("import sys, time; print(\"Running stage 'a':\", flush=True); time.sleep(0.3); "
             "print(\"Running stage 'b':\", flush=True); sys.exit(3)")
     out = io.StringIO()
-    rc, times, total, _ = run([sys.executable, "-c", code], out)
+    rc, times, total, _, _ = run([sys.executable, "-c", code], out)
     assert rc == 3 and [n for n, _ in times] == ["a", "b"] and "Running stage 'b'" in out.getvalue()
     assert times[0][1] >= 0.25 and total >= times[0][1] + times[1][1] - 1e-6
 
@@ -63,3 +63,21 @@ def test_a_later_summary_in_the_same_process_counts_from_the_previous_one(monkey
     assert modalrec.wall_seconds() == 5.0  # the first summary: since the process loaded modalrec
     assert modalrec.wall_seconds() == 3.5  # later ones: since the previous summary
     assert modalrec.wall_seconds() == 6.5
+
+
+def test_the_table_separates_each_stage_s_own_time_from_dvc_s_work():
+    from modalrec.timings import stage_walls
+
+    lines = [(0.0, "Running stage 'distill':\n"), (0.5, "distill image: kmeans x=100 (1.1 s)\n"),
+             (3.0, "distill synthetic: kmeans x=100; 2.1 s | wall 3.8 s\n"),
+             (5.0, "Running stage 'evaluate@run0-2023':\n"),
+             (7.0, "evaluated sasrec (seed 2023) on synthetic: test ndcg@10=0.19 -> reports | wall 1.7 s\n"),
+             (8.0, "Running stage 'report':\n")]  # a stage without a summary line (e.g. DVC skipped it)
+    walls = stage_walls(lines)
+    assert walls == {"distill": 3.8, "evaluate@run0-2023": 1.7}
+    rows = table(stage_times(lines, 10.0), 10.0, walls=walls).splitlines()
+    assert rows[0].split()[-2:] == ["own", "s"]
+    assert next(r for r in rows if r.startswith("distill")).split()[:4] == ["distill", "5.0", "50.0%", "3.8"]
+    assert next(r for r in rows if r.startswith("report")).split() == ["report", "2.0", "20.0%"]
+    rest = rows[-1].split()
+    assert rows[-1].startswith("DVC and start-up") and rest[3] == "4.5"  # 10 - 3.8 - 1.7
