@@ -37,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, train_eval, trained  # noqa: E402
+from _study import best_valid, cli, evaluated, train_eval_all, trained  # noqa: E402
 
 DATASET = "beauty"
 BEAUTY = {"format": "user_sequence",
@@ -147,6 +147,9 @@ def main() -> None:
     ap.add_argument("--select-seeds", type=int, nargs="+", default=None,
                     help="seeds the learning rate is chosen on (default: the first of --seeds)")
     ap.add_argument("--phase", default="all", choices=["runs", "report", "all"])
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, each with cpus // jobs torch threads and its output in <workdir>/logs/ "
+                         "(the numbers depend on the thread count: rebuild a document with its --jobs)")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]
@@ -158,16 +161,13 @@ def main() -> None:
     search = ["| model | learning rate | valid NDCG@10 (mean) | per seed: value @ best epoch |", "|---|---|---|---|"]
     for m in a.models:
         if a.phase in ("runs", "all"):
-            for s in sel:
-                for lr in a.lrs:
-                    train_eval(a.workdir, DATASET, run_name(m, lr), s)
+            train_eval_all(a.workdir, DATASET, [(run_name(m, lr), s) for s in sel for lr in a.lrs], a.jobs)
         lr, rows = choose_lr(a.workdir, m, a.lrs, sel)
         if lr is None:
             continue
         search += rows
         if a.phase in ("runs", "all"):
-            for s in a.seeds:
-                train_eval(a.workdir, DATASET, run_name(m, lr), s)
+            train_eval_all(a.workdir, DATASET, [(run_name(m, lr), s) for s in a.seeds], a.jobs)
         if all(evaluated(a.workdir, DATASET, run_name(m, lr), s) for s in a.seeds):
             chosen[m] = (run_name(m, lr), lr)
     if a.phase in ("report", "all"):
@@ -179,6 +179,7 @@ def main() -> None:
         cmd = (f"python benchmarks/baselines_study.py --workdir {a.workdir} --seeds {' '.join(map(str, a.seeds))} "
                f"--epochs {a.epochs} --models {' '.join(chosen)}" +
                (f" --lrs {' '.join(f'{x:g}' for x in a.lrs)} --select-seeds {' '.join(map(str, sel))}" if grid else "") +
+               (f" --jobs {a.jobs}" if a.jobs > 1 else "") +
                ("" if a.results.resolve() == DEFAULT_RESULTS else f" --results {a.results}"))
         lr_text = (f"the learning rate chosen per model on validation from the same grid {[f'{x:g}' for x in a.lrs]} "
                    f"(seeds {sel}; table below)" if grid else "the engine's default learning rate (no search)")

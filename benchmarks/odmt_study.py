@@ -3,7 +3,7 @@ stages (prepare, encode, train, evaluate, report) in a scratch folder of its own
 
     python benchmarks/odmt_study.py --workdir ../odmt-study [--dataset ml100k_odmt|office|synthetic] [--seeds 2023]
                                     [--ablation-seeds S ...] [--epochs 20] [--chosen VARIANT]
-                                    [--phase fixes headline transfer ablations report | all]
+                                    [--phase fixes headline transfer ablations report | all] [--jobs N]
 
 The scratch folder gets a copy of params.yaml with the study's dataset entry (``ml100k_odmt``: MovieLens-100K with
 TMDB plots and posters under ODMT's data rule, users >= 5, last 15, no item core), ``train.device: cpu`` and one
@@ -28,7 +28,9 @@ initialisation, the ID mask, the IMT tower, online distillation, the ID); its se
 (first column) with each ablation. Phase ``diagnostics``: :data:`DIAGNOSTICS` (never candidates). Phase ``report``: the report stage over every run (``reports/summary.md`` in the scratch folder:
 test at the validation-selected epoch, branch curves, significance). Each step skips runs already trained.
 
-Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine).
+Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine), or ``--jobs N``: N runs at a time, each with
+cpus // N threads (``_study.train_eval_all``). torch's CPU results depend on the thread count, so a document's
+rebuild command names its ``--jobs``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, train_eval, trained  # noqa: E402
+from _study import best_valid, cli, evaluated, train_eval_all, trained  # noqa: E402
 
 DATASETS = {
     "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
@@ -213,6 +215,9 @@ def main() -> None:
     ap.add_argument("--phase", nargs="+", default=["all"],
                     choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"],
                     help="one or more phases (all = fixes headline transfer ablations report)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, each with cpus // jobs torch threads and its output in <workdir>/logs/ "
+                         "(the numbers depend on the thread count: rebuild a document with its --jobs)")
     ap.add_argument("--results", type=Path, default=None,
                     help="the results document the report phase writes (default: docs/results/odmt.md for "
                          "ml100k_odmt, docs/results/odmt-<dataset>.md otherwise)")
@@ -234,9 +239,7 @@ def main() -> None:
               "(docs/results/odmt.md), the params.yaml defaults.", ""]
     else:
         if {"fixes", "all"} & phases:
-            for s in sel:
-                for n in fixes:
-                    train_eval(a.workdir, a.dataset, n, s)
+            train_eval_all(a.workdir, a.dataset, [(n, s) for s in sel for n in fixes], a.jobs)
         md = [f"Validation only: each run's best `valid/hr@10` over at most {a.epochs} epochs, patience from "
               f"`odmt.train`; dataset `{a.dataset}`; fixes chosen on seeds {sel}. Options are on top of "
               f"`{json.dumps(BASE)}`.", "", "Fixes:", ""]
@@ -248,9 +251,9 @@ def main() -> None:
     headline = list(dict.fromkeys([chosen, DEFAULT_VARIANT, "sasrec_lf", *tuned]))
     others = [n for n in ["odmt_released", *BASELINES] if n not in headline]
     if {"headline", "all"} & phases:
-        for s in sorted(set(a.seeds) | set(rest)):
-            for n in (headline if s in a.seeds else []) + (others if s in rest else []):
-                train_eval(a.workdir, a.dataset, n, s)
+        train_eval_all(a.workdir, a.dataset, [(n, s) for s in sorted(set(a.seeds) | set(rest))
+                                              for n in (headline if s in a.seeds else []) + (others if s in rest else [])],
+                       a.jobs)
     headline_done = complete(a.workdir, a.dataset, headline, a.seeds) and complete(a.workdir, a.dataset, others, rest)
     if headline_done:
         md += [f"Headline runs over seeds {a.seeds}:", ""]
@@ -263,23 +266,17 @@ def main() -> None:
     transfer, ablations = transfer_runs(VARIANTS[chosen]), ablation_runs(VARIANTS[chosen])
     study_params(a.workdir, a.dataset, a.epochs, {**transfer, **ablations, **tuned})
     if {"transfer", "all"} & phases:
-        for s in rest:
-            for n in transfer:
-                train_eval(a.workdir, a.dataset, n, s)
+        train_eval_all(a.workdir, a.dataset, [(n, s) for s in rest for n in transfer], a.jobs)
     if complete(a.workdir, a.dataset, transfer, rest):
         md += ["Transferability (the chosen options on other user encoders, each against its own late fusion):", ""]
         print_valid(a.workdir, a.dataset, list(transfer), rest, md)
     if {"ablations", "all"} & phases:
-        for s in rest:
-            for n in [chosen, *ablations]:
-                train_eval(a.workdir, a.dataset, n, s)
+        train_eval_all(a.workdir, a.dataset, [(n, s) for s in rest for n in [chosen, *ablations]], a.jobs)
     if complete(a.workdir, a.dataset, [chosen, *ablations], rest):
         md += ["Table 3 ablations (the chosen variant without one part each):", ""]
         print_valid(a.workdir, a.dataset, [chosen, *ablations], rest, md)
     if "diagnostics" in phases:
-        for s in rest:
-            for n in DIAGNOSTICS:
-                train_eval(a.workdir, a.dataset, n, s)
+        train_eval_all(a.workdir, a.dataset, [(n, s) for s in rest for n in DIAGNOSTICS], a.jobs)
     diag = [n for n in DIAGNOSTICS if complete(a.workdir, a.dataset, [n], rest)]
     if diag:
         md += ["Diagnostics (not candidates):", ""]
@@ -305,7 +302,8 @@ def main() -> None:
         cmd = f"python benchmarks/odmt_study.py --workdir {a.workdir} --dataset {a.dataset} --seeds " + \
             " ".join(map(str, a.seeds)) + \
             (" --ablation-seeds " + " ".join(map(str, rest)) if rest != a.seeds else "") + (f" --chosen {a.chosen}" if a.chosen else " --select-seeds " + " ".join(map(str, sel))) + \
-            f" --epochs {a.epochs}" + (" --tuned " + " ".join(a.tuned) if a.tuned else "")
+            f" --epochs {a.epochs}" + (" --tuned " + " ".join(a.tuned) if a.tuned else "") + \
+            (f" --jobs {a.jobs}" if a.jobs > 1 else "")
         ran = [ph for ph, ok in (
             ("headline", headline_done),
             ("transfer", complete(a.workdir, a.dataset, transfer, rest)),

@@ -1,0 +1,59 @@
+"""The studies' runner (benchmarks/_study.py): several runs at a time, each with its share of the CPU threads and its
+own log, skipping what is done, and a failure named with its log after the started runs end."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny_data import write_tiny_prepared
+
+ROOT = Path(__file__).resolve().parents[2]
+DS = "tiny"
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("_study", ROOT / "benchmarks" / "_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    write_tiny_prepared(tmp_path / "data" / "prepared" / DS, DS, n_users=80, n_items=40, n_interactions=700)
+    repo = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = {"base": {"dataset": DS, "seeds": [1]}, "runs": {"baselines": [], "kdsr": [], "odmt": []},
+              "datasets": {DS: {"format": "synthetic"}},
+              "train": {**repo["train"], "max_len": 8, "device": "cpu", "epochs": 1, "batch_size": 32},
+              "evaluate": {**repo["evaluate"], "batch_size": 64},
+              "models": {"sasrec": {"arch": "sasrec", "dim": 8}, "gru4rec": {"arch": "gru4rec", "dim": 8, "hidden": 8}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_runs_go_side_by_side_with_a_share_of_the_threads_each(workdir, capsys):
+    st = _study()
+    runs = [("sasrec", 1), ("gru4rec", 1), ("sasrec", 1)]  # a run named twice runs once
+    st.train_eval_all(workdir, DS, runs, jobs=2)
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for name in ("sasrec", "gru4rec"):
+        assert st.trained(workdir, DS, name, 1) and st.evaluated(workdir, DS, name, 1)
+        cfg = json.loads((workdir / "models" / DS / name / "s1" / "config.json").read_text())
+        assert cfg["compute"]["cpu_threads"] == threads  # what the run recorded is what it was given
+        log = (workdir / "logs" / f"{name}-s1.log").read_text()
+        assert "+ modalrec train" in log and "evaluated " in log
+    out = capsys.readouterr().out
+    assert out.count("start ") == 2 and "2 runs, 2 at a time" in out
+    st.train_eval_all(workdir, DS, runs, jobs=2)  # everything done: nothing starts
+    assert "start " not in capsys.readouterr().out
+
+
+def test_a_failed_run_is_named_with_its_log(workdir):
+    st = _study()
+    with pytest.raises(RuntimeError, match=r"no_such_model seed 1 failed .*logs/no_such_model-s1\.log"):
+        st.train_eval_all(workdir, DS, [("no_such_model", 1), ("sasrec", 1)], jobs=2)
+    assert "no_such_model" in (workdir / "logs" / "no_such_model-s1.log").read_text()
