@@ -46,17 +46,17 @@ def train_eval_all(workdir: Path, dataset: str, runs: list[tuple[str, int]], job
     """:func:`train_eval` for every ``(name, seed)`` in ``runs``, in that order, ``jobs`` at a time.
 
     ``jobs`` 1 runs them one after the other in this process's environment, output inline. With more, each run gets
-    ``cpus // jobs`` torch threads (``OMP_NUM_THREADS``) and its output goes to ``<workdir>/logs/<name>-s<seed>.log``;
-    a line marks each start and end. torch's CPU results depend on the thread count (docs/training.md, each run
-    records its own in config.json), so a study's numbers are those of its ``--jobs``: rerun with the same value to
-    rebuild them. Raises the first failure after the runs already started have ended."""
+    ``OMP_NUM_THREADS`` torch threads when the environment sets it, else ``cpus // jobs``, and its output goes to
+    ``<workdir>/logs/<name>-s<seed>.log``; a line marks each start and end. torch's CPU results depend on the thread
+    count (docs/training.md; each run records its own in config.json, and :func:`threads_line` puts it in a
+    document's rebuild command), not on ``jobs``. Raises the first failure after the runs already started end."""
     todo = [(n, s) for n, s in dict.fromkeys(runs)
             if not (trained(workdir, dataset, n, s) and evaluated(workdir, dataset, n, s))]
     if jobs <= 1:
         for n, s in todo:
             train_eval(workdir, dataset, n, s)
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     (workdir / "logs").mkdir(exist_ok=True)
     t0 = time.perf_counter()
@@ -84,6 +84,23 @@ def train_eval_all(workdir: Path, dataset: str, runs: list[tuple[str, int]], job
     if first is not None:
         raise first
     print(f"{len(todo)} runs, {jobs} at a time, in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def threads_line(workdir: Path, dataset: str, runs: list[tuple[str, int]], default: int = 1) -> str:
+    """The ``export OMP_NUM_THREADS=...`` line of a document's rebuild command: the CPU thread count the runs recorded
+    (config.json ``compute.cpu_threads``; runs trained before it was recorded count as ``default``, the value the
+    studies were run with). torch's CPU results depend on it, so the numbers are rebuilt only with the same count."""
+    counts = set()
+    for n, s in runs:
+        path = workdir / "models" / dataset / n / f"s{s}" / "config.json"
+        if not path.exists():
+            continue
+        cfg = json.loads(path.read_text())
+        counts.add((cfg.get("compute") or {}).get("cpu_threads") or default)
+    note = "torch's CPU results depend on the thread count (docs/training.md)"
+    if len(counts) > 1:
+        return f"export OMP_NUM_THREADS={min(counts)}  # the runs used {sorted(counts)} threads; {note}"
+    return f"export OMP_NUM_THREADS={counts.pop() if counts else default}  # the runs' thread count: {note}"
 
 
 def best_valid(workdir: Path, dataset: str, name: str, seed: int, monitor: str) -> tuple[float, int]:

@@ -38,7 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, train_eval_all  # noqa: E402
+from _study import best_valid, cli, evaluated, threads_line, train_eval_all  # noqa: E402
 from modalrec.report.publish import publish, seed_table  # noqa: E402
 
 GROUPS = {  # name -> (model, runs list, code) in the order they run
@@ -215,7 +215,7 @@ def main() -> None:
     title = (f"The papers' modality baselines next to KDSR ({a.dataset})" if "baselines" in a.groups
              else f"KDSR reproduction study ({a.dataset})")
     out = publish(a.workdir / "reports", a.results, title,
-                  ["export OMP_NUM_THREADS=1  # as measured; other thread counts agree up to rounding", cmd], pre)
+                  [threads_line(a.workdir, a.dataset, [(n, s) for n in names for s in a.seeds]), cmd], pre)
     print(f"published -> {out}")
 
 

@@ -45,7 +45,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, train_eval_all, trained  # noqa: E402
+from _study import best_valid, cli, evaluated, threads_line, train_eval_all, trained  # noqa: E402
 
 DATASETS = {
     "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
@@ -313,8 +313,7 @@ def main() -> None:
                *seed_table(a.workdir / "reports", a.dataset, pairs, every, ("hr@10", "ndcg@10", "hr@20")),
                "## Selection on validation", "", *md, "## Full report", ""]
         out = publish(a.workdir / "reports", a.results, f"ODMT reproduction study ({a.dataset})",
-                      ["export OMP_NUM_THREADS=1  # as measured; any thread count gives the same figures up to rounding",
-                       cmd], pre)
+                      [threads_line(a.workdir, a.dataset, [(n, s) for n in done for s in every]), cmd], pre)
         print(f"published -> {out}")
 
 

@@ -57,3 +57,17 @@ def test_a_failed_run_is_named_with_its_log(workdir):
     with pytest.raises(RuntimeError, match=r"no_such_model seed 1 failed .*logs/no_such_model-s1\.log"):
         st.train_eval_all(workdir, DS, [("no_such_model", 1), ("sasrec", 1)], jobs=2)
     assert "no_such_model" in (workdir / "logs" / "no_such_model-s1.log").read_text()
+
+
+def test_the_rebuild_command_names_the_runs_thread_count(workdir, monkeypatch):
+    st = _study()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the environment's count wins over cpus // jobs
+    st.train_eval_all(workdir, DS, [("sasrec", 1), ("gru4rec", 1)], jobs=2)
+    line = st.threads_line(workdir, DS, [("sasrec", 1), ("gru4rec", 1), ("never_trained", 1)])
+    assert line.startswith("export OMP_NUM_THREADS=1  # the runs' thread count")
+    cfg = workdir / "models" / DS / "gru4rec" / "s1" / "config.json"
+    rec = json.loads(cfg.read_text())
+    rec.pop("compute")  # a run trained before the count was recorded counts as the default
+    cfg.write_text(json.dumps(rec))
+    assert st.threads_line(workdir, DS, [("sasrec", 1), ("gru4rec", 1)], default=4).startswith(
+        "export OMP_NUM_THREADS=1  # the runs used [1, 4] threads")
