@@ -22,8 +22,9 @@ def _study():
     return mod
 
 
-@pytest.fixture()
-def workdir(tmp_path):
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("study")
     write_tiny_prepared(tmp_path / "data" / "prepared" / DS, DS, n_users=80, n_items=40, n_interactions=700)
     repo = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = {"base": {"dataset": DS, "seeds": [1]}, "runs": {"baselines": [], "kdsr": [], "odmt": []},
@@ -52,22 +53,27 @@ def test_runs_go_side_by_side_with_a_share_of_the_threads_each(workdir, capsys):
     assert "start " not in capsys.readouterr().out
 
 
-def test_a_failed_run_is_named_with_its_log(workdir):
-    st = _study()
-    with pytest.raises(RuntimeError, match=r"no_such_model seed 1 failed .*logs/no_such_model-s1\.log"):
-        st.train_eval_all(workdir, DS, [("no_such_model", 1), ("sasrec", 1)], jobs=2)
-    assert "no_such_model" in (workdir / "logs" / "no_such_model-s1.log").read_text()
-
-
-def test_the_rebuild_command_names_the_runs_thread_count(workdir, monkeypatch):
-    st = _study()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the environment's count wins over cpus // jobs
-    st.train_eval_all(workdir, DS, [("sasrec", 1), ("gru4rec", 1)], jobs=2)
-    line = st.threads_line(workdir, DS, [("sasrec", 1), ("gru4rec", 1), ("never_trained", 1)])
-    assert line.startswith("export OMP_NUM_THREADS=1  # the runs' thread count")
+def test_the_rebuild_command_names_the_runs_thread_count(workdir):
+    st = _study()  # the runs of the first test: cpus // 2 threads each
+    runs = [("sasrec", 1), ("gru4rec", 1), ("never_trained", 1)]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert st.threads_line(workdir, DS, runs).startswith(f"export OMP_NUM_THREADS={threads}  # the runs' thread count")
     cfg = workdir / "models" / DS / "gru4rec" / "s1" / "config.json"
-    rec = json.loads(cfg.read_text())
+    text = cfg.read_text()
+    rec = json.loads(text)
     rec.pop("compute")  # a run trained before the count was recorded counts as the default
     cfg.write_text(json.dumps(rec))
-    assert st.threads_line(workdir, DS, [("sasrec", 1), ("gru4rec", 1)], default=4).startswith(
-        "export OMP_NUM_THREADS=1  # the runs used [1, 4] threads")
+    try:
+        line = st.threads_line(workdir, DS, runs, default=threads + 3)
+    finally:
+        cfg.write_text(text)
+    assert line.startswith(f"export OMP_NUM_THREADS={threads}  # the runs used {[threads, threads + 3]} threads")
+
+
+def test_a_failed_run_is_named_with_its_log_and_the_environment_s_threads_win(workdir, monkeypatch, capsys):
+    st = _study()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the environment's count wins over cpus // jobs
+    with pytest.raises(RuntimeError, match=r"no_such_model seed 1 failed .*logs/no_such_model-s1\.log"):
+        st.train_eval_all(workdir, DS, [("no_such_model", 1), ("sasrec", 1)], jobs=2)
+    assert "(3 thread(s))" in capsys.readouterr().out
+    assert "no_such_model" in (workdir / "logs" / "no_such_model-s1.log").read_text()
