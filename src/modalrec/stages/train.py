@@ -157,8 +157,8 @@ def run(params: dict[str, Any], model: str, seed: int | None = None, dataset: st
     write_json(out / "config.json", {
         "model": r.name, "arch": r.arch, "cfg": r.cfg, "evaluate": r.evaluate,
         "train": dataclasses.asdict(r.train), "seed": r.seed, "dataset": r.dataset, "max_len": r.max_len,
-        "device": r.device, "compute": compute_record(device), "inputs": prov, "prepared": {"n_items": prepared.n_items, "n_users": prepared.n_users,
-                                                         "split": prepared.split_meta},
+        "device": r.device, "compute": compute_record(device), "inputs": prov,
+        "prepared": {"n_items": prepared.n_items, "n_users": prepared.n_users, "split": prepared.split_meta},
         "n_params": n_params, "n_train_windows": len(windows), "n_train_targets": windows.n_targets,
         "best_epoch": res.best_epoch, "best_value": res.best_value, "epochs_run": res.epochs_run,
         "resumed_from": res.resumed_from, "seconds": round(res.seconds, 2)})
