@@ -86,6 +86,14 @@ def train_eval_all(workdir: Path, dataset: str, runs: list[tuple[str, int]], job
     print(f"{len(todo)} runs, {jobs} at a time, in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def add_jobs_argument(ap) -> None:
+    """The studies' ``--jobs`` option (:func:`train_eval_all`)."""
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, each with OMP_NUM_THREADS (when set) or cpus // jobs torch threads and its "
+                         "output in <workdir>/logs/ (the numbers depend on the thread count, which the document's "
+                         "rebuild command names)")
+
+
 def threads_line(workdir: Path, dataset: str, runs: list[tuple[str, int]], default: int = 1) -> str:
     """The ``export OMP_NUM_THREADS=...`` line of a document's rebuild command: the CPU thread count the runs recorded
     (config.json ``compute.cpu_threads``; runs trained before it was recorded count as ``default``, the value the

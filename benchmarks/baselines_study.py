@@ -37,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, train_eval_all, trained  # noqa: E402
+from _study import add_jobs_argument, best_valid, cli, evaluated, train_eval_all, trained  # noqa: E402
 
 DATASET = "beauty"
 BEAUTY = {"format": "user_sequence",
@@ -147,9 +147,7 @@ def main() -> None:
     ap.add_argument("--select-seeds", type=int, nargs="+", default=None,
                     help="seeds the learning rate is chosen on (default: the first of --seeds)")
     ap.add_argument("--phase", default="all", choices=["runs", "report", "all"])
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="runs at a time, each with cpus // jobs torch threads and its output in <workdir>/logs/ "
-                         "(the numbers depend on the thread count: rebuild a document with its --jobs)")
+    add_jobs_argument(ap)
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     a = ap.parse_args()
     sel = a.select_seeds or a.seeds[:1]

@@ -22,8 +22,8 @@ the text modality alone).
 
 Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine), or ``--jobs N``: N runs at a time, each with
 cpus // N threads (``_study.train_eval_all``; on 2 cores two 1-thread runs train ~1.4-1.6x as many runs an hour as
-one 2-thread run). torch's CPU results depend on the thread count, so a document's rebuild command names its
-``--jobs``.
+one 2-thread run). torch's CPU results depend on the thread count, so a document's rebuild command names
+the runs' count (``_study.threads_line``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, threads_line, train_eval_all  # noqa: E402
+from _study import add_jobs_argument, best_valid, cli, evaluated, threads_line, train_eval_all  # noqa: E402
 from modalrec.report.publish import publish, seed_table  # noqa: E402
 
 GROUPS = {  # name -> (model, runs list, code) in the order they run
@@ -176,9 +176,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=None,
                     help="one embedding width for every compared model and for m~ (the paper: 128 for all); default "
                          "params.yaml's (SASRec/GRU4Rec 64, m~ and the graph backbones 128). A workdir holds one width")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="runs at a time, each with cpus // jobs torch threads and its output in <workdir>/logs/ "
-                         "(the numbers depend on the thread count: rebuild a document with its --jobs)")
+    add_jobs_argument(ap)
     ap.add_argument("--results", type=Path, default=None,
                     help="the document the report writes (default: docs/results/kdsr.md for ml100k, kdsr-office.md "
                          "for office_kdsr, kdsr-<dataset>.md otherwise)")

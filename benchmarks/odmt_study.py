@@ -30,7 +30,7 @@ test at the validation-selected epoch, branch curves, significance). Each step s
 
 Threads: set ``OMP_NUM_THREADS`` yourself (1 on a shared machine), or ``--jobs N``: N runs at a time, each with
 cpus // N threads (``_study.train_eval_all``). torch's CPU results depend on the thread count, so a document's
-rebuild command names its ``--jobs``.
+rebuild command names the runs' count (``_study.threads_line``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _study import best_valid, cli, evaluated, threads_line, train_eval_all, trained  # noqa: E402
+from _study import add_jobs_argument, best_valid, cli, evaluated, threads_line, train_eval_all, trained  # noqa: E402
 
 DATASETS = {
     "ml100k_odmt": {"format": "ml100k", "path": str((ROOT.parent / "shared/datasets/ml-100k-multimodal")),
@@ -215,9 +215,7 @@ def main() -> None:
     ap.add_argument("--phase", nargs="+", default=["all"],
                     choices=["fixes", "headline", "transfer", "ablations", "diagnostics", "report", "all"],
                     help="one or more phases (all = fixes headline transfer ablations report)")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="runs at a time, each with cpus // jobs torch threads and its output in <workdir>/logs/ "
-                         "(the numbers depend on the thread count: rebuild a document with its --jobs)")
+    add_jobs_argument(ap)
     ap.add_argument("--results", type=Path, default=None,
                     help="the results document the report phase writes (default: docs/results/odmt.md for "
                          "ml100k_odmt, docs/results/odmt-<dataset>.md otherwise)")
@@ -251,9 +249,9 @@ def main() -> None:
     headline = list(dict.fromkeys([chosen, DEFAULT_VARIANT, "sasrec_lf", *tuned]))
     others = [n for n in ["odmt_released", *BASELINES] if n not in headline]
     if {"headline", "all"} & phases:
-        train_eval_all(a.workdir, a.dataset, [(n, s) for s in sorted(set(a.seeds) | set(rest))
-                                              for n in (headline if s in a.seeds else []) + (others if s in rest else [])],
-                       a.jobs)
+        runs = [(n, s) for s in sorted(set(a.seeds) | set(rest))
+                for n in (headline if s in a.seeds else []) + (others if s in rest else [])]
+        train_eval_all(a.workdir, a.dataset, runs, a.jobs)
     headline_done = complete(a.workdir, a.dataset, headline, a.seeds) and complete(a.workdir, a.dataset, others, rest)
     if headline_done:
         md += [f"Headline runs over seeds {a.seeds}:", ""]

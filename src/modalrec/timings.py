@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Iterable, NamedTuple, TextIO
+from typing import Any, Iterable, NamedTuple, TextIO
 
 RUNNING = re.compile(r"^Running stage '([^']+)'")
 TRAINED = re.compile(r"^trained .*: (\d+) epochs in ([0-9.]+) ?s")  # modalrec.stages.train's summary line
@@ -39,26 +39,25 @@ def stage_times(lines: Iterable[tuple[float, str]], end: float) -> list[tuple[st
     return [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t) for i, (name, t) in enumerate(starts)]
 
 
-def stage_epochs(lines: Iterable[tuple[float, str]]) -> dict[str, tuple[int, float]]:
-    """``{stage: (epochs, training seconds)}`` for the stages whose output has a training summary line."""
+def _per_stage(lines: Iterable[tuple[float, str]], pattern: re.Pattern, value) -> dict[str, Any]:
+    """``{stage: value(match)}`` of the last line in each stage's output that ``pattern`` finds."""
     out, stage = {}, None
     for _, line in lines:
         if m := RUNNING.match(line):
             stage = m.group(1)
-        elif stage is not None and (m := TRAINED.match(line)):
-            out[stage] = (int(m.group(1)), float(m.group(2)))
+        elif stage is not None and (m := pattern.search(line)):
+            out[stage] = value(m)
     return out
+
+
+def stage_epochs(lines: Iterable[tuple[float, str]]) -> dict[str, tuple[int, float]]:
+    """``{stage: (epochs, training seconds)}`` for the stages whose output has a training summary line."""
+    return _per_stage(lines, TRAINED, lambda m: (int(m.group(1)), float(m.group(2))))
 
 
 def stage_walls(lines: Iterable[tuple[float, str]]) -> dict[str, float]:
     """``{stage: its own wall seconds}``: the ``| wall N s`` of the last summary line in each stage's output."""
-    out, stage = {}, None
-    for _, line in lines:
-        if m := RUNNING.match(line):
-            stage = m.group(1)
-        elif stage is not None and (m := WALL.search(line)):
-            out[stage] = float(m.group(1))
-    return out
+    return _per_stage(lines, WALL, lambda m: float(m.group(1)))
 
 
 def table(times: list[tuple[str, float]], total: float, epochs: dict[str, tuple[int, float]] | None = None,
