@@ -267,7 +267,7 @@ def test_cdl_with_the_distill_stage_teacher(tmp_path):
 
     class Separate:  # the same teacher without the fused lookup
         xi, n_codes, device = teacher.xi, teacher.n_codes, teacher.device
-        holistic, codes = teacher.holistic, teacher.codes
+        holistic, codes, holistic_block = teacher.holistic, teacher.codes, teacher.holistic_block
 
     ids = torch.tensor([[0, 3, 1, 3, 7], [2, 5, 2, 9, 8], [0, 0, 0, 0, 6]])
     outs = []

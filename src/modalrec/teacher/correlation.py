@@ -91,16 +91,19 @@ def split_cosines(ua: Tensor, wa: Tensor, ub: Tensor, wb: Tensor, D: int) -> tup
     return (cos * wa * wb).sum(-1), cos
 
 
+def unit_rows(z: Tensor) -> Tensor:
+    """``z [..., d]`` with every row scaled to unit norm; zero rows (norm <= eps) stay zero."""
+    n = z.norm(dim=-1, keepdim=True)
+    return torch.where(n > _EPS, z / n.clamp(min=_EPS), torch.zeros_like(z))
+
+
 def matrix_xi(za: Tensor, zb: Tensor, xi: str) -> Tensor:
     """``[..., U, d] x [..., V, d] -> [..., U, V]``: ξ of every row of ``za`` with every row of ``zb``.
 
     Memory is O(U·V) for cos/dot/euclidean (matrix products); manhattan needs O(U·V·d) and is done in row chunks.
     """
     if xi == "cos":
-        na, nb = za.norm(dim=-1, keepdim=True), zb.norm(dim=-1, keepdim=True)
-        ua = torch.where(na > _EPS, za / na.clamp(min=_EPS), torch.zeros_like(za))
-        ub = torch.where(nb > _EPS, zb / nb.clamp(min=_EPS), torch.zeros_like(zb))
-        return ua @ ub.transpose(-1, -2)
+        return unit_rows(za) @ unit_rows(zb).transpose(-1, -2)
     if xi == "dot":
         return za @ zb.transpose(-1, -2)
     if xi == "euclidean":

@@ -32,7 +32,7 @@ from torch import Tensor
 from ..errors import DataError, ParamError
 from ..io import atomic_path, read_json, write_json
 from ..params import dataclass_from
-from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_split
+from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_rows, unit_split
 from .quantize import QuantizerChoice, QuantizerConfig, QuantizerOptions, assign, fit_codebook, usage_stats
 
 EXACT_MAX_PAIRS = 20_000_000
@@ -119,13 +119,14 @@ class Teacher:
         self.n_codes = {m: int(self.codebooks[m].shape[0]) for m in self.modalities}
         self.device = self.tables[self.modalities[0]].device if self.modalities else torch.device("cpu")
         self._units: dict[str, tuple[Tensor, Tensor]] = {}  # cos: per-modality unit_split(m̃), made on first lookup
+        self._unit_rows: dict[str, Tensor] = {}  # cos: per-modality m̃ rows at unit norm, made on first block lookup
 
     # ------------------------------------------------------------------------------------------------ lookups
     def to(self, device: torch.device | str) -> "Teacher":
         device = torch.device(device)
         self.tables = {m: t.to(device) for m, t in self.tables.items()}
         self.codebooks = {m: c.to(device) for m, c in self.codebooks.items()}
-        self._units = {}
+        self._units, self._unit_rows = {}, {}
         self.device = device
         return self
 
@@ -155,6 +156,20 @@ class Teacher:
     def holistic(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """ξ(m̃_i, m̃_j) per pair (float32, shape of ``i``)."""
         return self._correlations(i, j, m)[0].reshape(i.shape)
+
+    def holistic_block(self, items: Tensor, m: str) -> Tensor:
+        """``[..., U, U]``: ξ(m̃_i, m̃_j) of every pair of items within each row of ``items [..., U]``, by one matrix
+        product per row (cos: of the table's rows scaled to unit norm once; zero rows, e.g. the padding id 0, give
+        0). The same values as :meth:`holistic` up to float rounding (another order of the same sums)."""
+        Z = self._table(m)
+        if self.xi == "cos":
+            unit = self._unit_rows.get(m)
+            if unit is None or unit.device != Z.device:
+                unit = self._unit_rows[m] = unit_rows(Z)
+            x = unit.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, -1)
+            return x @ x.transpose(-1, -2)
+        x = Z.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, -1)
+        return matrix_xi(x, x, self.xi)
 
     def codes(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """Nearest-codeword id (int64) of each pair's dissected correlation (shape of ``i``)."""

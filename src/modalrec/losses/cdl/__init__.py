@@ -43,7 +43,10 @@ ends are summed back onto those K rows (:func:`pair_row_sums`: one sparse incide
 into the table pair by pair; the student's holistic scores come from per-sequence Gram blocks (``[B, U, U]``
 scalars, U ≤ the longest sequence: K rows moved instead of 2·P, the cos normalisation inside); and the code head and
 the soft-match loss are single autograd nodes with hand-written backwards (:func:`code_head_nll`,
-:func:`soft_match_pairs`). :func:`code_head_nll_reference`, :func:`soft_match_pairs_reference` and :func:`pair_xi`
+:func:`soft_match_pairs`). On long histories the Frobenius loss skips the pair list altogether
+(:meth:`CDL.uses_blocks`, :func:`frobenius_blocks`): it compares the per-sequence ``[U, U]`` blocks of the student's
+scores with the teacher's (``holistic_block``, one product per sequence), and the teacher is asked only about the
+code head's sampled pairs. :func:`code_head_nll_reference`, :func:`soft_match_pairs_reference` and :func:`pair_xi`
 are the plain-autograd definitions the tests compare values and gradients with.
 
 **Layout**: this file holds the loss (:class:`CDLConfig`, :class:`CDL` and the losses on pair lists it calls);
@@ -70,11 +73,11 @@ from .functions import BlockGram, CodeHeadNLL, SoftMatch, pair_row_sums
 from .pairs import SequencePairs, sequence_pairs, unique_items
 from .reference import (code_head_nll_reference, frobenius_loss, pair_mask, pairwise_xi, sigmoid_match_loss,
                         soft_match_loss, soft_match_pairs_reference, upper_pairs)
-from .teacher_api import teacher_attr, teacher_lookup, teacher_n_codes
+from .teacher_api import has_holistic_block, teacher_attr, teacher_lookup, teacher_n_codes
 
 __all__ = ["CDL", "CDLConfig", "HOLISTIC_LOSSES", "PairCache", "SequencePairs", "block_xi", "code_head_nll",
-           "code_head_nll_reference", "frobenius_loss", "frobenius_pairs", "pair_mask", "pair_row_sums", "pair_xi",
-           "pairwise_xi", "sequence_pairs", "sigmoid_match_loss", "sigmoid_match_pairs", "soft_match_loss",
+           "code_head_nll_reference", "frobenius_blocks", "frobenius_loss", "frobenius_pairs", "pair_mask",
+           "pair_row_sums", "pair_xi", "pairwise_xi", "sequence_pairs", "sigmoid_match_loss", "sigmoid_match_pairs", "soft_match_loss",
            "soft_match_pairs", "soft_match_pairs_reference",
            "stacked_linear", "stacked_module", "table_rows", "teacher_attr", "teacher_lookup", "teacher_n_codes",
            "unique_items", "upper_pairs"]
@@ -162,6 +165,11 @@ class CDL(nn.Module):
         for m in self.code_mods:
             groups.setdefault(self.code_head[m][-1].out_features, []).append(m)
         self.code_groups = list(groups.values())
+        # the Frobenius loss can take a block form (:meth:`uses_blocks`): needs products on the student's side
+        # and a teacher that answers blocks
+        self.block_holistic = (bool(self.hol_mods) and cfg.holistic_loss == "frobenius" and self.xi in ("cos", "dot")
+                               and has_holistic_block(teacher))
+        self.need = (bool(self.hol_mods), bool(self.code_mods))  # what the pair cache keeps
         self.cache = PairCache(cfg.teacher_cache)  # one cache, the answers of every modality side by side
 
     def _teacher(self, device: torch.device) -> Any:
@@ -189,7 +197,7 @@ class CDL(nn.Module):
             return 0
         device = torch.device(device) if device is not None else input_ids.device
         teacher = self._teacher(device)
-        need = (bool(self.hol_mods), bool(self.code_mods))
+        need = self.need
         for s in range(0, input_ids.shape[0], chunk):
             if len(self.cache) >= self.cache.max_pairs:
                 break  # full: the remaining pairs are asked for batch by batch
@@ -198,6 +206,17 @@ class CDL(nn.Module):
             self.cache.add(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
         self.cache.compact()
         return len(self.cache)
+
+    BLOCK_RATIO = 4  # the block form when a batch's B·U² block entries are at most this many times its pairs
+
+    def uses_blocks(self, pairs: SequencePairs) -> bool:
+        """Whether the Frobenius loss of this batch is computed on per-sequence ``[U, U]`` blocks of the student's
+        and the teacher's scores (:func:`frobenius_blocks`) instead of on the list of its pairs. The blocks have
+        B·U² entries (U = the most unique items of a sequence), the list P: long histories fill their blocks
+        (MovieLens-100K: ~160k entries for ~58k pairs a batch) and the blocks save the pairs' gathers, scatters and
+        teacher lookups; short windows of unequal lengths do not (the synthetic default: ~34k entries for ~2k
+        pairs), so they keep the pair list. Both give the same loss up to float rounding (tested)."""
+        return self.block_holistic and pairs.n_seq * pairs.width ** 2 <= self.BLOCK_RATIO * pairs.i.shape[0]
 
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding],
                 rows_fn: Callable[[str, Tensor], Tensor] | None = None, keep_terms: bool = False) -> dict[str, Tensor]:
@@ -209,9 +228,11 @@ class CDL(nn.Module):
         pairs = sequence_pairs(input_ids, self.cfg.diagonal)
         items = pairs.items
         teacher = self._teacher(items.device)
-        ii, jj = items.index_select(0, pairs.i), items.index_select(0, pairs.j)
-        need = (bool(self.hol_mods), bool(self.code_mods))
-        r, target = self.cache.get(ii, jj, lambda a, b: self._ask(teacher, a, b), need)
+        ask = lambda a, b: self._ask(teacher, a, b)  # noqa: E731
+        blocks = self.uses_blocks(pairs)
+        if not blocks:  # every pair's answers (in block form: the code head's pairs' only, below)
+            ii, jj = items.index_select(0, pairs.i), items.index_select(0, pairs.j)
+            r, target = self.cache.get(ii, jj, ask, self.need)
         out: dict[str, Tensor] = {}
         terms: list[Tensor] = []
         # every modality's rows of the batch's distinct items (an item in several sequences once: long histories
@@ -231,11 +252,17 @@ class CDL(nn.Module):
         if self.hol_mods:  # holistic: ξ(g_φ(e_i), g_φ(e_j)) against the teacher's ξ(m̃_i, m̃_j), all at once
             Z = stacked_module(torch.stack([rows_u[m] for m in self.hol_mods]),
                                [self.proj[m] for m in self.hol_mods]).index_select(1, inv)  # g_φ once per item
-            r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
-            r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
-            loss = {"frobenius": frobenius_pairs, "soft_match": soft_match_pairs,
-                    "sigmoid_match": sigmoid_match_pairs}[self.cfg.holistic_loss]
-            parts = loss(r_hat, r, pairs, self.cfg.tau)  # [M]
+            if blocks:  # [M, B, U, U] blocks of both sides
+                S = BlockGram.apply(Z.float(), pairs.slot, None, pairs.n_seq, pairs.width, self.xi == "cos")
+                T = torch.stack([teacher.holistic_block(pairs.block_items, m) for m in self.hol_mods])
+                parts = frobenius_blocks(S, T.to(device=S.device, dtype=S.dtype), pairs, self.cfg.tau,
+                                         self.cfg.diagonal)
+            else:
+                r_hat = block_xi(Z.float(), pairs, self.xi)  # [M, P]
+                r = r.to(device=r_hat.device, dtype=r_hat.dtype).t()
+                loss = {"frobenius": frobenius_pairs, "soft_match": soft_match_pairs,
+                        "sigmoid_match": sigmoid_match_pairs}[self.cfg.holistic_loss]
+                parts = loss(r_hat, r, pairs, self.cfg.tau)  # [M]
             if self.cfg.holistic_loss == "sigmoid_match" and self.cfg.norm == "rows":
                 parts = parts * (pairs.weight.sum() / max(items.shape[0], 1))  # the pair mean -> the row mean
             for m, v in zip(self.hol_mods, parts.detach().unbind()):
@@ -244,7 +271,6 @@ class CDL(nn.Module):
             weighted.update({f"{m}_holistic": w[k] for k, m in enumerate(self.hol_mods)})
             terms.append(w.sum())
         if self.code_mods:
-            target = target.to(device=items.device, dtype=torch.long)
             col = {m: k for k, m in enumerate(self.code_mods)}
             n_off, n_diag = pairs.off.shape[0], pairs.diag.shape[0]
             off, w_off = pairs.off, 2.0
@@ -253,11 +279,20 @@ class CDL(nn.Module):
                 off = off.index_select(0, torch.randperm(n_off, device=off.device)[:cap].sort().values)
                 w_off = 2.0 * n_off / cap
             ia, ib = pairs.i.index_select(0, off), pairs.j.index_select(0, off)
+            if blocks:  # the answers of the pairs through the code head only: [n_off' + n_diag, M]
+                sel = torch.cat([off, pairs.diag])
+                _, target = self.cache.get(items.index_select(0, pairs.i.index_select(0, sel)),
+                                           items.index_select(0, pairs.j.index_select(0, sel)), ask, self.need)
+                at_off = torch.arange(off.shape[0], device=off.device)
+                at_diag = torch.arange(off.shape[0], sel.shape[0], device=off.device)
+            else:
+                at_off, at_diag = off, pairs.diag
+            target = target.to(device=items.device, dtype=torch.long)
             for group in self.code_groups:
                 heads = [self.code_head[m] for m in group]
-                t = target[:, [col[m] for m in group]].t()  # [M, P]
-                ce = code_head_nll(stack(group), ia, ib, heads, t.index_select(1, off),
-                                   t.index_select(1, pairs.diag), w_off)
+                t = target[:, [col[m] for m in group]].t()  # [M, pairs asked]
+                ce = code_head_nll(stack(group), ia, ib, heads, t.index_select(1, at_off), t.index_select(1, at_diag),
+                                   w_off)
                 parts = ce / max(2 * n_off + n_diag if self.cfg.norm == "pairs" else items.shape[0], 1)
                 for m, v in zip(group, parts.detach().unbind()):
                     out[f"cdl/{m}_code"] = v
@@ -281,6 +316,23 @@ def frobenius_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) 
     if not bool(has.any()):
         return r_hat.sum(-1) * 0
     return torch.sqrt(per_seq[..., has] + 1e-8).mean(-1)
+
+
+def frobenius_blocks(S: Tensor, T: Tensor, pairs: SequencePairs, tau: float, diagonal: bool = True) -> Tensor:
+    """:func:`frobenius_pairs` on the per-sequence blocks ``S, T [M, B, U, U]`` of student and teacher scores
+    (:class:`BlockGram` with ``flat`` None; the teacher's ``holistic_block``), result ``[M]``: a sequence's sum over
+    its ordered pairs is the sum over its block, since both are symmetric and the padding slots are 0 on the
+    student's side and masked on the teacher's. No list of pairs: O(B·U²) whatever the histories' lengths."""
+    valid = pairs.block_items > 0
+    T = T.masked_fill(~(valid.unsqueeze(-1) & valid.unsqueeze(-2)), 0.0)
+    d = S - T
+    if not diagonal:
+        d = d * (1 - torch.eye(d.shape[-1], dtype=d.dtype, device=d.device))
+    per_seq = d.pow(2).sum((-2, -1)) / tau**2  # [M, B]
+    has = pairs.counts >= (1 if diagonal else 2)
+    if not bool(has.any()):
+        return S.sum((-3, -2, -1)) * 0
+    return torch.sqrt(per_seq[:, has] + 1e-8).mean(-1)
 
 
 def sigmoid_match_pairs(r_hat: Tensor, r: Tensor, pairs: SequencePairs, tau: float) -> Tensor:

@@ -73,9 +73,9 @@ class SoftMatch(torch.autograd.Function):
 
 class BlockGram(torch.autograd.Function):
     """``z [M, K, d]`` -> ``[M, P]`` products ``z_i · z_j`` of the listed pairs (of the rows normalised as
-    ``F.normalize(z, eps=1e-8)`` when ``normalize``), through the padded per-sequence Gram blocks; the backward uses
-    the symmetry (``dZ = (dG + dGᵀ) Z``: one batched product, not two), then the normalisation's
-    ``(dẑ − ẑ (ẑ · dẑ)) / |z|``."""
+    ``F.normalize(z, eps=1e-8)`` when ``normalize``), through the padded per-sequence Gram blocks; with ``flat``
+    None the blocks themselves, ``[M, B, U, U]`` (padding rows and columns 0). The backward uses the symmetry
+    (``dZ = (dG + dGᵀ) Z``: one batched product, not two), then the normalisation's ``(dẑ − ẑ (ẑ · dẑ)) / |z|``."""
 
     EPS = 1e-8
 
@@ -88,7 +88,8 @@ class BlockGram(torch.autograd.Function):
         zp = z.new_zeros((M, B * U, d)).index_copy_(1, slot, zn).view(M * B, U, d)
         ctx.save_for_backward(zp, slot, flat, norm)
         ctx.B, ctx.U, ctx.normalize = B, U, normalize
-        return torch.bmm(zp, zp.transpose(1, 2)).view(M, B * U * U).index_select(1, flat)
+        G = torch.bmm(zp, zp.transpose(1, 2))
+        return G.view(M, B, U, U) if flat is None else G.view(M, B * U * U).index_select(1, flat)
 
     @staticmethod
     @once_differentiable
@@ -97,9 +98,12 @@ class BlockGram(torch.autograd.Function):
         zp, slot, flat, norm = ctx.saved_tensors
         B, U = ctx.B, ctx.U
         M, d = grad.shape[0], zp.shape[-1]
-        dG = grad.new_zeros((M, B * U * U))
-        dG.index_add_(1, flat, grad)
-        dG = dG.view(M * B, U, U)
+        if flat is None:
+            dG = grad.reshape(M * B, U, U)
+        else:
+            dG = grad.new_zeros((M, B * U * U))
+            dG.index_add_(1, flat, grad)
+            dG = dG.view(M * B, U, U)
         dz = torch.bmm(dG + dG.transpose(1, 2), zp).view(M, B * U, d).index_select(1, slot)
         if ctx.normalize:  # rows at the eps floor: norm is the constant eps there, so only the division applies
             zn = zp.view(M, B * U, d).index_select(1, slot)

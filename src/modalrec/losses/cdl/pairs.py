@@ -82,6 +82,17 @@ class SequencePairs:
         return has
 
     @cached_property
+    def counts(self) -> Tensor:
+        """``[n_seq]`` the number of unique items of each sequence."""
+        return torch.bincount(self.seq, minlength=self.n_seq)
+
+    @cached_property
+    def block_items(self) -> Tensor:
+        """``[n_seq, U]`` each sequence's unique items in their block slots (:attr:`slot`), 0 in the padding slots."""
+        out = self.items.new_zeros(self.n_seq * self.width)
+        return out.index_copy_(0, self.slot, self.items).view(self.n_seq, self.width)
+
+    @cached_property
     def slot(self) -> Tensor:
         """``[K]`` row of each item in a ``[n_seq * U]`` padded layout (sequence b's items at rows b·U ...)."""
         return self.seq * self.width + self.pos

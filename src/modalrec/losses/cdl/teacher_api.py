@@ -1,5 +1,6 @@
 """How CDL asks a teacher: duck-typed, so the distill stage's :class:`modalrec.teacher.teacher.Teacher` and the
-tests' stand-ins both work (``lookup`` when it has one, else ``holistic`` / ``codes``)."""
+tests' stand-ins both work (``lookup`` when it has one, else ``holistic`` / ``codes``; ``holistic_block`` when it
+has one, for the per-sequence block form of the Frobenius loss)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,8 @@ def teacher_n_codes(teacher: Any, modality: str) -> int:
         if v is not None:
             return int(v)
     raise ParamError("kdsr.codes", "the teacher does not say how many codewords it has")
+
+
+def has_holistic_block(teacher: Any) -> bool:
+    """Whether the teacher answers whole per-sequence blocks: ``holistic_block(items [..., U], m) -> [..., U, U]``."""
+    return callable(getattr(teacher, "holistic_block", None))
