@@ -121,3 +121,18 @@ def test_short_windows_keep_the_pair_list_long_histories_take_blocks():
     short[torch.arange(30) < 30 - lengths.unsqueeze(1)] = 0  # left padding: 3-11 items, one window of 25
     assert not cdl.uses_blocks(sequence_pairs(short))
     assert not CDL(CDLConfig(holistic_loss="soft_match"), teacher, dim=8).uses_blocks(sequence_pairs(_long_batch()))
+
+
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_off_pairs_by_arithmetic_equal_the_lists(diagonal):
+    """The code head's sampled pairs without building the pair lists: the same ends as ``i[off]``, ``j[off]``, for
+    long histories, empty and one-item rows, and every pair of a small batch."""
+    for ids in (_long_batch(), _long_batch(n_items=40, B=7, L=9, seed=3)):
+        pairs = sequence_pairs(ids, diagonal)
+        idx = torch.arange(pairs.n_off)
+        ia, ib = pairs.off_pairs(idx)
+        assert torch.equal(ia, pairs.i[pairs.off]) and torch.equal(ib, pairs.j[pairs.off])
+        assert pairs.n_pairs == pairs.i.shape[0] and pairs.n_diag == pairs.diag.shape[0]
+        pick = torch.randperm(pairs.n_off, generator=torch.Generator().manual_seed(0))[:300].sort().values
+        ia, ib = pairs.off_pairs(pick)
+        assert torch.equal(ia, pairs.i[pairs.off[pick]]) and torch.equal(ib, pairs.j[pairs.off[pick]])

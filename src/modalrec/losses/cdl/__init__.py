@@ -216,7 +216,7 @@ class CDL(nn.Module):
         (MovieLens-100K: ~160k entries for ~58k pairs a batch) and the blocks save the pairs' gathers, scatters and
         teacher lookups; short windows of unequal lengths do not (the synthetic default: ~34k entries for ~2k
         pairs), so they keep the pair list. Both give the same loss up to float rounding (tested)."""
-        return self.block_holistic and pairs.n_seq * pairs.width ** 2 <= self.BLOCK_RATIO * pairs.i.shape[0]
+        return self.block_holistic and pairs.n_seq * pairs.width ** 2 <= self.BLOCK_RATIO * pairs.n_pairs
 
     def forward(self, input_ids: Tensor, tables: dict[str, nn.Embedding],
                 rows_fn: Callable[[str, Tensor], Tensor] | None = None, keep_terms: bool = False) -> dict[str, Tensor]:
@@ -272,20 +272,22 @@ class CDL(nn.Module):
             terms.append(w.sum())
         if self.code_mods:
             col = {m: k for k, m in enumerate(self.code_mods)}
-            n_off, n_diag = pairs.off.shape[0], pairs.diag.shape[0]
-            off, w_off = pairs.off, 2.0
+            n_off, n_diag = pairs.n_off, pairs.n_diag
+            idx, w_off = None, 2.0
             cap = self.cfg.code_pairs
             if self.training and 0 < cap < n_off:  # a uniform sample of the i < j pairs, weighted to stand for all
-                off = off.index_select(0, torch.randperm(n_off, device=off.device)[:cap].sort().values)
+                idx = torch.randperm(n_off, device=items.device)[:cap].sort().values
                 w_off = 2.0 * n_off / cap
-            ia, ib = pairs.i.index_select(0, off), pairs.j.index_select(0, off)
-            if blocks:  # the answers of the pairs through the code head only: [n_off' + n_diag, M]
-                sel = torch.cat([off, pairs.diag])
-                _, target = self.cache.get(items.index_select(0, pairs.i.index_select(0, sel)),
-                                           items.index_select(0, pairs.j.index_select(0, sel)), ask, self.need)
-                at_off = torch.arange(off.shape[0], device=off.device)
-                at_diag = torch.arange(off.shape[0], sel.shape[0], device=off.device)
+            if blocks:  # no pair lists: the sampled pairs' ends by arithmetic, the answers of these pairs only
+                ia, ib = pairs.off_pairs(idx if idx is not None else torch.arange(n_off, device=items.device))
+                diag = items if n_diag else items[:0]
+                _, target = self.cache.get(torch.cat([items.index_select(0, ia), diag]),
+                                           torch.cat([items.index_select(0, ib), diag]), ask, self.need)
+                at_off = torch.arange(ia.shape[0], device=items.device)
+                at_diag = torch.arange(ia.shape[0], ia.shape[0] + n_diag, device=items.device)
             else:
+                off = pairs.off if idx is None else pairs.off.index_select(0, idx)
+                ia, ib = pairs.i.index_select(0, off), pairs.j.index_select(0, off)
                 at_off, at_diag = off, pairs.diag
             target = target.to(device=items.device, dtype=torch.long)
             for group in self.code_groups:

@@ -36,19 +36,75 @@ def unique_items(input_ids: Tensor) -> Tensor:
 
 @dataclass
 class SequencePairs:
-    """The supervised pairs of a batch as flat lists (O(#pairs) memory).
+    """The supervised pairs of a batch as flat lists (O(#pairs) memory), built on first use.
 
     ``items [K]``: every sequence's unique items, ascending within a sequence, sequences in batch order;
-    ``seq [K]``: the sequence (batch row) of each; ``i``, ``j`` ``[P]``: positions in ``items`` of the pairs with
-    i ≤ j (i < j without the diagonal) of the same sequence, ordered by (sequence, i, j) like ``upper_pairs``."""
+    ``seq [K]``: the sequence (batch row) of each; ``pos [K]`` its position within its sequence's unique items;
+    ``counts [n_seq]`` the unique items of each sequence; ``width`` U, the most of them (0 without items).
+    ``i``, ``j`` ``[P]``: positions in ``items`` of the pairs with i ≤ j (i < j without the diagonal) of the same
+    sequence, ordered by (sequence, i, j) like ``upper_pairs``; ``n_pairs`` = P. The lists are only built when asked
+    for: the block form of the Frobenius loss and the code head's sampled pairs (:meth:`off_pairs`) need none."""
 
     items: Tensor
     seq: Tensor
-    i: Tensor
-    j: Tensor
     n_seq: int
-    pos: Tensor  # [K] position of each item within its sequence's unique items
-    width: int  # U: the most unique items of a sequence in the batch (0 without items)
+    pos: Tensor
+    width: int
+    counts: Tensor
+    diagonal: bool
+    n_pairs: int
+
+    @cached_property
+    def _lists(self) -> tuple[Tensor, Tensor]:
+        K, dev = self.items.shape[0], self.items.device
+        partners = self.counts.index_select(0, self.seq) - self.pos - (0 if self.diagonal else 1)  # j >= i (j > i)
+        i = torch.repeat_interleave(torch.arange(K, device=dev), partners, output_size=self.n_pairs)
+        first = partners.cumsum(0) - partners
+        j = i + (torch.arange(self.n_pairs, device=dev) - first.index_select(0, i)) + (0 if self.diagonal else 1)
+        return i, j
+
+    @property
+    def i(self) -> Tensor:
+        return self._lists[0]
+
+    @property
+    def j(self) -> Tensor:
+        return self._lists[1]
+
+    @property
+    def n_off(self) -> int:
+        """The number of pairs i < j."""
+        return self.n_pairs - self.n_diag
+
+    @property
+    def n_diag(self) -> int:
+        """The number of diagonal pairs i = i: one per item with the diagonal, else none."""
+        return self.items.shape[0] if self.diagonal else 0
+
+    @cached_property
+    def _off_ends(self) -> Tensor:
+        """``[n_seq]`` the cumulated numbers of i < j pairs of the sequences."""
+        return (self.counts * (self.counts - 1) // 2).cumsum(0)
+
+    def off_pairs(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The positions in ``items`` of the i < j pairs number ``idx`` (in the order of :attr:`off`), i.e.
+        ``(i[off[idx]], j[off[idx]])``, by arithmetic instead of from the lists: the sequence by a search of the
+        per-sequence pair counts, then the row i of the rank r within the sequence (row t holds c − 1 − t pairs,
+        so rows before i hold S(i) = i(c − 1) − i(i − 1)/2) from the quadratic's root, corrected to the exact
+        integer."""
+        ends = self._off_ends
+        b = torch.searchsorted(ends, idx, right=True)
+        c = self.counts.index_select(0, b)
+        r = idx - (ends.index_select(0, b) - c * (c - 1) // 2)
+        q = (2 * c - 1).double()
+        i = ((q - torch.sqrt((q * q - 8 * r.double()).clamp(min=0))) / 2).floor().long()
+
+        def before(t: Tensor) -> Tensor:  # S(t)
+            return t * (c - 1) - t * (t - 1) // 2
+
+        i = i + (before(i + 1) <= r).long() - (before(i) > r).long()  # the float root is within one of it
+        base = (self.counts.cumsum(0) - self.counts).index_select(0, b)
+        return base + i, base + i + 1 + (r - before(i))
 
     # derived index lists, computed once per batch and shared by every modality and loss
     @cached_property
@@ -77,14 +133,9 @@ class SequencePairs:
     @cached_property
     def has_pairs(self) -> Tensor:
         """``[n_seq]`` True for the sequences with at least one pair."""
-        has = torch.zeros(self.n_seq, dtype=torch.bool, device=self.i.device)
+        has = torch.zeros(self.n_seq, dtype=torch.bool, device=self.items.device)
         has[self.pair_seq] = True
         return has
-
-    @cached_property
-    def counts(self) -> Tensor:
-        """``[n_seq]`` the number of unique items of each sequence."""
-        return torch.bincount(self.seq, minlength=self.n_seq)
 
     @cached_property
     def block_items(self) -> Tensor:
@@ -118,9 +169,5 @@ def sequence_pairs(input_ids: Tensor, diagonal: bool = True) -> SequencePairs:
     seq = torch.repeat_interleave(torch.arange(B, device=dev), counts, output_size=K)
     start = counts.cumsum(0) - counts
     pos = torch.arange(K, device=dev) - start[seq]
-    partners = counts[seq] - pos - (0 if diagonal else 1)  # the j >= i (j > i) of each i in its sequence
-    P = int(partners.sum()) if K else 0
-    i = torch.repeat_interleave(torch.arange(K, device=dev), partners, output_size=P)
-    first = partners.cumsum(0) - partners
-    j = i + (torch.arange(P, device=dev) - first[i]) + (0 if diagonal else 1)
-    return SequencePairs(items, seq, i, j, B, pos, int(counts.max()) if K else 0)
+    P = int((counts * (counts + 1 if diagonal else counts - 1)).sum()) // 2 if K else 0
+    return SequencePairs(items, seq, B, pos, int(counts.max()) if K else 0, counts, diagonal, P)
