@@ -136,3 +136,19 @@ def test_off_pairs_by_arithmetic_equal_the_lists(diagonal):
         pick = torch.randperm(pairs.n_off, generator=torch.Generator().manual_seed(0))[:300].sort().values
         ia, ib = pairs.off_pairs(pick)
         assert torch.equal(ia, pairs.i[pairs.off[pick]]) and torch.equal(ib, pairs.j[pairs.off[pick]])
+
+
+def test_block_form_on_a_batch_of_padding_only():
+    """No items at all (U = 0): the real teacher's blocks are empty, the loss is 0 and has a gradient."""
+    from modalrec.teacher.teacher import Teacher
+
+    g = torch.Generator().manual_seed(0)
+    comp = {m: torch.sigmoid(torch.randn(21, 16, generator=g)) for m in ("image", "text")}
+    teacher = Teacher(comp, {m: torch.randn(6, 4, generator=g) for m in comp}, "cos", 4, meta={"center": True})
+    tables = {m: nn.Embedding(21, 16) for m in comp}
+    cdl = CDL(CDLConfig(holistic_loss="frobenius", code_pairs=3), teacher, dim=16).train()
+    ids = torch.zeros(3, 5, dtype=torch.long)
+    assert cdl.uses_blocks(sequence_pairs(ids))
+    out = cdl(ids, tables)
+    assert out["cdl"].item() == 0.0
+    out["cdl"].backward()

@@ -166,9 +166,9 @@ class Teacher:
             unit = self._unit_rows.get(m)
             if unit is None or unit.device != Z.device:
                 unit = self._unit_rows[m] = unit_rows(Z)
-            x = unit.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, -1)
+            x = unit.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, Z.shape[1])
             return x @ x.transpose(-1, -2)
-        x = Z.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, -1)
+        x = Z.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, Z.shape[1])
         return matrix_xi(x, x, self.xi)
 
     def codes(self, i: Tensor, j: Tensor, m: str) -> Tensor:
