@@ -32,7 +32,8 @@ from torch import Tensor
 from ..errors import DataError, ParamError
 from ..io import atomic_path, read_json, write_json
 from ..params import dataclass_from
-from .correlation import check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_rows, unit_split
+from .correlation import (check_split, dissect, matrix_xi, normalise_xi, pair_xi, split_cosines, unit_rows,
+                          unit_split)
 from .quantize import QuantizerChoice, QuantizerConfig, QuantizerOptions, assign, fit_codebook, usage_stats
 
 EXACT_MAX_PAIRS = 20_000_000
@@ -161,15 +162,14 @@ class Teacher:
         """``[..., U, U]``: ξ(m̃_i, m̃_j) of every pair of items within each row of ``items [..., U]``, by one matrix
         product per row (cos: of the table's rows scaled to unit norm once; zero rows, e.g. the padding id 0, give
         0). The same values as :meth:`holistic` up to float rounding (another order of the same sums)."""
-        Z = self._table(m)
-        if self.xi == "cos":
+        Z, xi = self._table(m), self.xi
+        if xi == "cos":  # cosines are the products of the rows at unit norm
             unit = self._unit_rows.get(m)
             if unit is None or unit.device != Z.device:
                 unit = self._unit_rows[m] = unit_rows(Z)
-            x = unit.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, Z.shape[1])
-            return x @ x.transpose(-1, -2)
+            Z, xi = unit, "dot"
         x = Z.index_select(0, items.reshape(-1).to(Z.device)).view(*items.shape, Z.shape[1])
-        return matrix_xi(x, x, self.xi)
+        return matrix_xi(x, x, xi)
 
     def codes(self, i: Tensor, j: Tensor, m: str) -> Tensor:
         """Nearest-codeword id (int64) of each pair's dissected correlation (shape of ``i``)."""

@@ -77,8 +77,8 @@ from .teacher_api import has_holistic_block, teacher_attr, teacher_lookup, teach
 
 __all__ = ["CDL", "CDLConfig", "HOLISTIC_LOSSES", "PairCache", "SequencePairs", "block_xi", "code_head_nll",
            "code_head_nll_reference", "frobenius_blocks", "frobenius_loss", "frobenius_pairs", "pair_mask",
-           "pair_row_sums", "pair_xi", "pairwise_xi", "sequence_pairs", "sigmoid_match_loss", "sigmoid_match_pairs", "soft_match_loss",
-           "soft_match_pairs", "soft_match_pairs_reference",
+           "pair_row_sums", "pair_xi", "pairwise_xi", "sequence_pairs", "sigmoid_match_loss", "sigmoid_match_pairs",
+           "soft_match_loss", "soft_match_pairs", "soft_match_pairs_reference",
            "stacked_linear", "stacked_module", "table_rows", "teacher_attr", "teacher_lookup", "teacher_n_codes",
            "unique_items", "upper_pairs"]
 
@@ -331,7 +331,7 @@ def frobenius_blocks(S: Tensor, T: Tensor, pairs: SequencePairs, tau: float, dia
     if not diagonal:
         d = d * (1 - torch.eye(d.shape[-1], dtype=d.dtype, device=d.device))
     per_seq = d.pow(2).sum((-2, -1)) / tau**2  # [M, B]
-    has = pairs.counts >= (1 if diagonal else 2)
+    has = pairs.has_pairs
     if not bool(has.any()):
         return S.sum((-3, -2, -1)) * 0
     return torch.sqrt(per_seq[:, has] + 1e-8).mean(-1)

@@ -132,10 +132,8 @@ class SequencePairs:
 
     @cached_property
     def has_pairs(self) -> Tensor:
-        """``[n_seq]`` True for the sequences with at least one pair."""
-        has = torch.zeros(self.n_seq, dtype=torch.bool, device=self.items.device)
-        has[self.pair_seq] = True
-        return has
+        """``[n_seq]`` True for the sequences with at least one pair (one item with the diagonal, else two)."""
+        return self.counts >= (1 if self.diagonal else 2)
 
     @cached_property
     def block_items(self) -> Tensor:
