@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..errors import ParamError
 from ..losses.cdl import unique_items
 from ._dropout import _Dropout, dropout, dropped_positions
-from .base import Batch, ModelContext, SeqRecModel
+from .base import Batch, ModelContext, SeqRecModel, catalogue_ce, catalogue_logits
 
 SELF, OUT, IN, BOTH = 1, 2, 3, 4  # relation labels of the released code (0 = no edge)
 
@@ -235,14 +235,10 @@ class SessionGraphModel(SeqRecModel):
         ids, tgt = prefix_instances(batch.input_ids, targets)
         if self.output_loss is not None:  # the prefixes are the positions targets > 0, row-major
             return self.output_loss(self.user_vectors(ids), self.id_emb.weight, tgt, batch.input_ids, targets)
-        logits = self.user_vectors(ids) @ self.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), tgt)
+        return catalogue_ce(self.user_vectors(ids), self.id_emb.weight, tgt)
 
     def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.user_vectors(input_ids) @ self.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
+        return catalogue_logits(self.user_vectors(input_ids), self.id_emb.weight)
 
     def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
         """``(user vectors, ID table)`` with ``score_all = users @ table.T``: the evaluator's chunked ranking."""

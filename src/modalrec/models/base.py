@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
@@ -83,9 +84,10 @@ class SeqRecModel(nn.Module):
         """The cached inputs the train/evaluate stages must load into :class:`ModelContext` for this config:
         ``features/<modality>`` (encode cache), ``compressed/<modality>`` (AE codes m~), ``tokens/<modality>``
         (token-level cache) and ``teacher`` (KDSR codebooks). Only these become the stage's inputs.
-        The default reads ``cfg.item_repr`` / ``cfg.modalities``; models with other needs override it."""
-        kind = getattr(cfg, "item_repr", "id")
+        The default reads ``cfg.item_repr`` / ``cfg.modalities``: a config without ``item_repr`` reads the frozen
+        features of the modalities it lists (the paper baselines); models with other needs override it."""
         mods = list(getattr(cfg, "modalities", []) or [])
+        kind = getattr(cfg, "item_repr", "frozen" if mods else "id")
         if kind == "frozen":
             return [f"features/{m}" for m in mods]
         if kind in ("tuned", "frozen_m"):
@@ -149,6 +151,19 @@ def build_model(name: str, cfg: dict[str, Any], ctx: ModelContext, arch: str | N
         if name == cls.registry_name or not (e.key == own or e.key.startswith(own + ".")):
             raise
         raise ParamError(f"models.{name}" + e.key[len(own):], e.message) from None
+
+
+def catalogue_logits(h: Tensor, table: Tensor) -> Tensor:
+    """Scores ``h [n, d] @ table [N+1, d]ᵀ`` of every item, column 0 (padding) at ``-inf``."""
+    s = h @ table.t()
+    s[:, 0] = float("-inf")
+    return s
+
+
+def catalogue_ce(h: Tensor, table: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Full-softmax cross-entropy of the states ``h [n, d]`` against the whole catalogue ``table [N+1, d]`` for
+    ``targets [n]`` (RecBole's CE loss), in float32."""
+    return F.cross_entropy(catalogue_logits(h, table).float(), targets, reduction=reduction)
 
 
 def recbole_init(module: nn.Module) -> None:

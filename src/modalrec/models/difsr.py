@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from .base import Batch, ModelContext, catalogue_ce, recbole_init, register_model
 from ._transformer import attention_mask
-from .item_repr import ItemRepr
+from .item_repr import IDScoredModel, ItemRepr
 
 FUSIONS = ("sum", "gate")
 
@@ -123,7 +123,7 @@ class DIFLayer(nn.Module):
 
 
 @register_model("difsr")
-class DIFSR(SeqRecModel):
+class DIFSR(IDScoredModel):
     @dataclass
     class Config:
         dim: int = 64  # DIF-SR Beauty: hidden 256, attribute 64, 4 layers, 8 heads, inner 256, dropout .5 / .3
@@ -182,13 +182,8 @@ class DIFSR(SeqRecModel):
         return (it.modality_vectors(m) - getattr(it, f"mu_{m}")) / getattr(it, f"sd_{m}") * getattr(it, f"has_{m}")
 
     def loss(self, batch: Batch) -> Tensor | dict[str, Tensor]:
-        h = self.encode(batch.input_ids)
-        tgt = batch.targets[:, -h.shape[1]:]
-        sel = tgt > 0
-        h, tgt = h[sel], tgt[sel]
-        logits = h @ self.items.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        rec = F.cross_entropy(logits.float(), tgt)
+        h, tgt = self.targeted_states(batch)
+        rec = catalogue_ce(h, self.items.id_emb.weight, tgt)
         if not self.aap:
             return rec
         out = {"rec": rec}
@@ -198,15 +193,3 @@ class DIFSR(SeqRecModel):
             out[f"aap_{m}"] = (err * has).sum() / has.sum().clamp(min=1)
         out["loss"] = rec + self.cfg.aap_weight * sum(out[f"aap_{m}"] for m in self.aap)
         return out
-
-    def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.encode(input_ids)[:, -1] @ self.items.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
-
-    def item_representations(self) -> Tensor:
-        return self.items.id_emb.weight
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]

@@ -25,12 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
-from .item_repr import ItemRepr
+from .base import ModelContext, recbole_init, register_model
+from .item_repr import IDScoredModel, ItemRepr
 from ._transformer import TransformerLayer, attention_mask
 
 
@@ -49,7 +48,7 @@ class FeatureAttention(nn.Module):
 
 
 @register_model("fdsa")
-class FDSA(SeqRecModel):
+class FDSA(IDScoredModel):
     @dataclass
     class Config:
         dim: int = 64  # RecBole: hidden_size 64, inner_size 256, 2 layers, 2 heads, dropout 0.5 / 0.5
@@ -104,22 +103,3 @@ class FDSA(SeqRecModel):
         for blk in self.feature_layers:
             y = blk(y, mask)
         return self.drop(self.ln(self.concat(torch.cat([x, y], -1))))
-
-    def loss(self, batch: Batch) -> Tensor:
-        h = self.encode(batch.input_ids)
-        sel = batch.targets[:, -h.shape[1]:] > 0
-        logits = h[sel] @ self.items.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), batch.targets[:, -h.shape[1]:][sel])
-
-    def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.encode(input_ids)[:, -1] @ self.items.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
-
-    def item_representations(self) -> Tensor:
-        return self.items.id_emb.weight
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]

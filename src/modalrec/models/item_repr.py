@@ -25,11 +25,33 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, SeqRecModel
+from .base import Batch, SeqRecModel, catalogue_ce, catalogue_logits
 
 KINDS = ("id", "frozen", "frozen_m", "tuned")
 FROZEN = ("frozen", "frozen_m")  # fixed inputs (buffers), not trainable tables
 FUSIONS = ("sum", "concat", "gate")
+
+
+def modality_input(source: dict[str, Tensor] | None, m: str, n_items: int, key: str,
+                   what: str = "features (encode stage)") -> tuple[Tensor, Tensor]:
+    """A float copy of the cached vectors ``source[m] [N+1, d_m]`` with row 0 (padding) zeroed, and ``has [N+1]``,
+    the items whose vector is not all zero. A missing modality or a wrong number of rows is a :class:`ParamError`
+    naming ``<key>.modalities``."""
+    if source is None or m not in source:
+        raise ParamError(f"{key}.modalities", f"modality {m!r} has no {what} for this dataset")
+    x = source[m].float()
+    if x.shape[0] != n_items + 1:
+        raise ParamError(f"{key}.modalities", f"{m} {what} have {x.shape[0]} rows, expected N+1 = {n_items + 1}")
+    x = x.clone()
+    x[0] = 0
+    return x, x.abs().sum(1) > 0
+
+
+def standardisation(x: Tensor, has: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and standard deviation (over the rows ``has``; the deviation floored at 1e-3) of ``x``."""
+    mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])
+    sd = (x[has] - mu).pow(2).mean(0).sqrt().clamp(min=1e-3) if has.sum() > 1 else torch.ones(x.shape[1])
+    return mu, sd
 
 
 class ItemRepr(nn.Module):
@@ -63,19 +85,11 @@ class ItemRepr(nn.Module):
         self.proj = nn.ModuleDict()
         self.tables = nn.ModuleDict()
         for m in self.modalities:
-            if source is None or m not in source:
-                raise ParamError(f"{key}.modalities", f"modality {m!r} has no {what} for this dataset")
-            x = source[m].float()
-            if x.shape[0] != n_items + 1:
-                raise ParamError(f"{key}.modalities", f"{m} {what} have {x.shape[0]} rows, expected N+1 = {n_items + 1}")
-            x = x.clone()
-            x[0] = 0
+            x, has = modality_input(source, m, n_items, key, what)
             # Fixed standardisation of the modality path (per-dimension z-scores), computed from
             # the vectors the model starts from: encoders differ by orders of magnitude in scale (L2-normalised
             # MiniLM vs 1000-d logits vs sigmoid AE codes) and the fused table is also the output matrix.
-            has = x.abs().sum(1) > 0
-            mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])
-            sd = (x[has] - mu).pow(2).mean(0).sqrt().clamp(min=1e-3) if has.sum() > 1 else torch.ones(x.shape[1])
+            mu, sd = standardisation(x, has)
             # ... and divided by sqrt(d_in) so each item's input vector has norm ~1: with Adam, every weight moves by
             # ~lr per step, so unnormalised 1280-d inputs would move the projected vectors by ~lr*d_in (unstable).
             sd = sd * math.sqrt(x.shape[1])
@@ -194,9 +208,7 @@ class ReprSeqModel(SeqRecModel):
         sel = batch.targets > 0
         if self.output_loss is not None:
             return self.output_loss(h[sel], table, batch.targets[sel], batch.input_ids, batch.targets)
-        logits = h[sel] @ table.t()
-        logits[:, 0] = float("-inf")
-        return nn.functional.cross_entropy(logits.float(), batch.targets[sel])
+        return catalogue_ce(h[sel], table, batch.targets[sel])
 
     def user_vectors(self, input_ids: Tensor, table: Tensor | None = None) -> Tensor:
         table = self.items.table() if table is None else table
@@ -204,9 +216,7 @@ class ReprSeqModel(SeqRecModel):
 
     def score_all(self, input_ids: Tensor) -> Tensor:
         table = self.items.table()
-        s = self.user_vectors(input_ids, table) @ table.t()
-        s[:, 0] = float("-inf")
-        return s
+        return catalogue_logits(self.user_vectors(input_ids, table), table)
 
     def score_factors(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
         """``(user vectors [B, d], item table [N+1, d])`` with ``score_all = users @ table.T`` (column 0 = -inf):
@@ -235,3 +245,36 @@ class ReprSeqModel(SeqRecModel):
         by_role["backbone"] = [p for p in self.parameters() if id(p) not in seen]
         return [{"params": [p for p in ps if p.requires_grad], "lr": lr, "name": name}
                 for name, ps in by_role.items() if any(p.requires_grad for p in ps)]
+
+
+class IDScoredModel(SeqRecModel):
+    """Shared plumbing of the paper baselines that read frozen modality features (an :class:`ItemRepr`'s
+    ``modality_vectors``) as side information but score against the ID table alone (FDSA, NOVA, DIF-SR, Trans2D):
+    subclasses implement :meth:`encode`.
+
+    Training: full-softmax cross-entropy at every position with a target (RecBole's CE on every prefix). Scoring:
+    the last position's state against the ID table. Inputs: the frozen features of ``cfg.modalities``
+    (:meth:`SeqRecModel.required_inputs`)."""
+
+    items: ItemRepr
+
+    def encode(self, input_ids: Tensor) -> Tensor:
+        """States ``[B, L', d]`` of the last L' ≤ L positions of left-padded ``input_ids [B, L]``."""
+        raise NotImplementedError
+
+    def targeted_states(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(h [n, d], targets [n])``: the encoded states of the positions that have a target, and the targets."""
+        h = self.encode(batch.input_ids)
+        tgt = batch.targets[:, -h.shape[1]:]
+        sel = tgt > 0
+        return h[sel], tgt[sel]
+
+    def loss(self, batch: Batch) -> Tensor | dict[str, Tensor]:
+        h, tgt = self.targeted_states(batch)
+        return catalogue_ce(h, self.items.id_emb.weight, tgt)
+
+    def score_all(self, input_ids: Tensor) -> Tensor:
+        return catalogue_logits(self.encode(input_ids)[:, -1], self.items.id_emb.weight)
+
+    def item_representations(self) -> Tensor:
+        return self.items.id_emb.weight

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..errors import ParamError
 from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from .item_repr import modality_input, standardisation
 
 
 class TransformerLayer(nn.Module):
@@ -95,16 +96,8 @@ class MMSRec(SeqRecModel):
         has_any = torch.zeros(ctx.n_items + 1, dtype=torch.bool)
         self.inp = nn.ModuleDict()
         for m in self.modalities:
-            if m not in ctx.features:
-                raise ParamError(f"{key}.modalities", f"modality {m!r} has no features (encode stage) for this dataset")
-            x = ctx.features[m].float().clone()
-            if x.shape[0] != ctx.n_items + 1:
-                raise ParamError(f"{key}.modalities",
-                                 f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
-            x[0] = 0
-            has = x.abs().sum(1) > 0
-            mu = x[has].mean(0) if has.any() else torch.zeros(x.shape[1])
-            sd = (x[has] - mu).pow(2).mean(0).sqrt().clamp(min=1e-3) if has.sum() > 1 else torch.ones(x.shape[1])
+            x, has = modality_input(ctx.features, m, ctx.n_items, key)
+            mu, sd = standardisation(x, has)
             self.register_buffer(f"feat_{m}", (x - mu) / sd * has[:, None], persistent=False)  # frozen, ctx at load
             self.register_buffer(f"has_{m}", has, persistent=False)
             has_any |= has
@@ -168,7 +161,3 @@ class MMSRec(SeqRecModel):
 
     def item_representations(self) -> Tensor:
         return self.candidates()
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
+from .base import ModelContext, recbole_init, register_model
 from ._transformer import attention_mask
-from .item_repr import ItemRepr
+from .item_repr import IDScoredModel, ItemRepr
 
 FUSIONS = ("sum", "gate")
 
@@ -82,7 +82,7 @@ class NOVALayer(nn.Module):
 
 
 @register_model("nova")
-class NOVA(SeqRecModel):
+class NOVA(IDScoredModel):
     @dataclass
     class Config:
         dim: int = 64
@@ -126,23 +126,3 @@ class NOVA(SeqRecModel):
         for blk in self.layers:
             x = blk(x, side, mask)
         return x
-
-    def loss(self, batch: Batch) -> Tensor:
-        h = self.encode(batch.input_ids)
-        tgt = batch.targets[:, -h.shape[1]:]
-        sel = tgt > 0
-        logits = h[sel] @ self.items.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), tgt[sel])
-
-    def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.encode(input_ids)[:, -1] @ self.items.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
-
-    def item_representations(self) -> Tensor:
-        return self.items.id_emb.weight
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Batch, ModelContext, SeqRecModel, register_model
+from .base import Batch, ModelContext, SeqRecModel, catalogue_ce, catalogue_logits, register_model
 
 PREFIX_CHUNK = 512  # prefixes per forward pass in training (sorted by length)
 
@@ -149,19 +149,12 @@ class SRGNN(SeqRecModel):
         total = ids.new_zeros((), dtype=torch.float32)
         for chunk in lengths.argsort().split(PREFIX_CHUNK):
             n = int(lengths[chunk[-1]])  # the chunk's longest prefix (sorted ascending)
-            logits = self.user_vectors(ids[chunk, ids.shape[1] - n:]) @ self.item_emb.weight.t()
-            logits[:, 0] = float("-inf")
-            total = total + F.cross_entropy(logits.float(), tgt[chunk], reduction="sum")
+            total = total + catalogue_ce(self.user_vectors(ids[chunk, ids.shape[1] - n:]), self.item_emb.weight,
+                                         tgt[chunk], reduction="sum")
         return total / len(tgt)
 
     def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.user_vectors(input_ids) @ self.item_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
+        return catalogue_logits(self.user_vectors(input_ids), self.item_emb.weight)
 
     def item_representations(self) -> Tensor:
         return self.item_emb.weight
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return []

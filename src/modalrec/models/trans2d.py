@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParamError
-from .base import Batch, ModelContext, SeqRecModel, register_model
-from .item_repr import ItemRepr
+from .base import ModelContext, register_model
+from .item_repr import IDScoredModel, ItemRepr
 
 POOLINGS = ("mean", "sum")
 
@@ -103,7 +103,7 @@ class Layer2D(nn.Module):
 
 
 @register_model("trans2d")
-class Trans2D(SeqRecModel):
+class Trans2D(IDScoredModel):
     @dataclass
     class Config:
         dim: int = 64
@@ -149,23 +149,3 @@ class Trans2D(SeqRecModel):
         for blk in self.layers:
             x = blk(x, mask, keep)
         return x.mean(2) if self.cfg.pooling == "mean" else x.sum(2)
-
-    def loss(self, batch: Batch) -> Tensor:
-        h = self.encode(batch.input_ids)
-        tgt = batch.targets[:, -h.shape[1]:]
-        sel = tgt > 0
-        logits = h[sel] @ self.items.id_emb.weight.t()
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), tgt[sel])
-
-    def score_all(self, input_ids: Tensor) -> Tensor:
-        s = self.encode(input_ids)[:, -1] @ self.items.id_emb.weight.t()
-        s[:, 0] = float("-inf")
-        return s
-
-    def item_representations(self) -> Tensor:
-        return self.items.id_emb.weight
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..errors import ParamError
 from .base import Batch, ModelContext, SeqRecModel, recbole_init, register_model
 from ._transformer import TransformerLayer, attention_mask
+from .item_repr import modality_input
 
 
 class PWLayer(nn.Module):
@@ -113,14 +114,7 @@ class UniSRec(SeqRecModel):
                 self.id_emb.weight.zero_()
         self.adaptors = nn.ModuleDict()
         for m in self.modalities:
-            if m not in ctx.features:
-                raise ParamError(f"{key}.modalities", f"modality {m!r} has no features (encode stage) for this dataset")
-            x = ctx.features[m].float().clone()
-            if x.shape[0] != ctx.n_items + 1:
-                raise ParamError(f"{key}.modalities",
-                                 f"{m} features have {x.shape[0]} rows, expected {ctx.n_items + 1}")
-            x[0] = 0
-            has = x.abs().sum(1) > 0
+            x, has = modality_input(ctx.features, m, ctx.n_items, key)
             scale = x[has].norm(dim=1).mean().clamp(min=1e-6) if has.any() else torch.tensor(1.0)
             self.register_buffer(f"feat_{m}", x / scale, persistent=False)  # fixed input: ctx supplies it at load
             self.register_buffer(f"has_{m}", has.unsqueeze(1).float(), persistent=False)
@@ -169,7 +163,3 @@ class UniSRec(SeqRecModel):
 
     def item_representations(self) -> Tensor:
         return self.table()
-
-    @classmethod
-    def required_inputs(cls, cfg) -> list[str]:
-        return [f"features/{m}" for m in cfg.modalities]
