@@ -41,11 +41,7 @@ def training_curves(ds: str, runs: list[Run], models_dir: Path, curves: list[str
         png = P.plot_training(logs, names, f"{ds} / {m}: training curves",
                               plot_dir / f"{P.slug(ds)}_training_{P.slug(m)}.png")
         out.append((f"Training curves: {m}", f"plots/{png.name}"))
-        for seed, series in logs.items():
-            for s in names:
-                if s in series:
-                    P.write_tsv(plot_dir / "data" / "training" / P.slug(ds) / P.slug(m) / f"s{seed}" / f"{s}.tsv",
-                                ["step", "value"], series[s])
+        write_series(plot_dir, ds, m, logs, names)
         fseries = sorted({s for v in logs.values() for s in v if s.startswith("forgetting/")})
         for s in fseries:
             steps: dict[int, list[float]] = {}
@@ -57,6 +53,16 @@ def training_curves(ds: str, runs: list[Run], models_dir: Path, curves: list[str
     if missing:
         notes.append(f"no training logs (models/{ds}/<model>/s<seed>/dvclive) for: {', '.join(missing)}")
     return out, forgetting, notes
+
+
+def write_series(plot_dir: Path, ds: str, model: str, logs: dict[int, dict[str, P.Series]], names: list[str]) -> None:
+    """The data behind a run's curves for ``dvc plots``: ``<plot_dir>/data/training/<ds>/<model>/s<seed>/<series>.tsv``
+    (columns step, value) for each seed's logged series among ``names``."""
+    for seed, series in logs.items():
+        for name in names:
+            if name in series:
+                P.write_tsv(plot_dir / "data" / "training" / P.slug(ds) / P.slug(model) / f"s{seed}" / f"{name}.tsv",
+                            ["step", "value"], series[name])
 
 
 def forgetting_plot(ds: str, forgetting: dict[str, dict[str, P.Series]], plot_dir: Path) -> tuple[str, str]:
@@ -143,11 +149,7 @@ def branch_curves(ds: str, runs: list[Run], models_dir: Path, metric: str, plot_
                               f"{ds} / {m}: branches and ensemble (mean over {len(logs)} seed(s))",
                               plot_dir / f"{P.slug(ds)}_branches_{P.slug(m)}.png")
         links.append((f"Branches and distillation: {m}", f"plots/{png.name}"))
-        for seed, v in logs.items():
-            for s in series:
-                if s in v:
-                    P.write_tsv(plot_dir / "data" / "training" / P.slug(ds) / P.slug(m) / f"s{seed}" / f"{s}.tsv",
-                                ["step", "value"], v[s])
+        write_series(plot_dir, ds, m, logs, series)
         cols = [("ensemble", ens)] + [(b, f"valid/{b}/{metric}") for b in branches] + \
                [(s.split("/", 1)[1], s) for s in BRANCH_TRAIN if s in mean]
         lines += [f"**`{m}`: validation {metric} per epoch, ensemble and branches** (mean over seeds "
